@@ -1,0 +1,123 @@
+//! The crate's errors: [`AuthError`] at request time, [`ConfigError`] at start-up.
+
+use crate::directory::DirectoryError;
+use crate::jwt::TokenError;
+use crate::policy::PolicyError;
+
+/// Why a request was not let through. Messages never contain a credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization` header and no `token` cookie.
+    #[error(
+        "authentication required: send `Authorization: Bearer <Open WebUI token or API key>` or the `token` cookie"
+    )]
+    MissingCredentials,
+    /// `Authorization` is present but not `Bearer <credential>`.
+    #[error("the Authorization header must be `Bearer <credential>`: {0}")]
+    MalformedAuthorization(&'static str),
+    /// The session token failed local verification.
+    #[error("invalid session token: {0}")]
+    InvalidToken(TokenError),
+    /// `X-OpenWebUI-User-Jwt` failed verification.
+    #[error("invalid X-OpenWebUI-User-Jwt: {0}")]
+    InvalidForwardedToken(TokenError),
+    /// `X-OpenWebUI-User-Jwt` arrived but bff has no secret to check it with.
+    #[error(
+        "X-OpenWebUI-User-Jwt cannot be verified: bff has no OPENWEBUI_FORWARD_JWT_SECRET configured"
+    )]
+    ForwardedTokenNotConfigured,
+    /// Open WebUI refused the credential: revoked or expired session, invalid API key, or a
+    /// pending account using an API key.
+    #[error(
+        "Open WebUI rejected the credential: the session was revoked or has expired, or the API key is invalid"
+    )]
+    Rejected,
+    /// Open WebUI could not be asked, so the caller cannot be verified (fail closed).
+    #[error("cannot verify the caller right now: {0}")]
+    DirectoryUnavailable(String),
+    /// An API key arrived but bff is not connected to Open WebUI, the only place keys can be checked.
+    #[error(
+        "API keys can only be verified by Open WebUI, and bff is not connected to it (the operator must set OPENWEBUI_URL)"
+    )]
+    ApiKeyNeedsDirectory,
+    /// Authenticated, but the role lacks the permission; the message says why.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The server was wired without the auth state (a deployment bug, not the caller's fault).
+    #[error("authentication is not configured on this server")]
+    NotConfigured,
+}
+
+impl AuthError {
+    /// HTTP status: 401 bad or missing credentials, 403 not allowed, 503 directory down.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::MissingCredentials
+            | Self::MalformedAuthorization(_)
+            | Self::InvalidToken(_)
+            | Self::InvalidForwardedToken(_)
+            | Self::ForwardedTokenNotConfigured
+            | Self::Rejected => 401,
+            Self::ApiKeyNeedsDirectory | Self::Forbidden(_) => 403,
+            Self::DirectoryUnavailable(_) => 503,
+            Self::NotConfigured => 500,
+        }
+    }
+
+    /// OpenAI-style error `type`.
+    pub fn error_type(&self) -> &'static str {
+        match self.status() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            503 => "service_unavailable_error",
+            _ => "server_error",
+        }
+    }
+
+    /// A short, stable label: the OpenAI-style `code` and the metrics `reason`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingCredentials => "missing_credentials",
+            Self::MalformedAuthorization(_) => "malformed_authorization",
+            Self::InvalidToken(error) | Self::InvalidForwardedToken(error) => error.reason(),
+            Self::ForwardedTokenNotConfigured => "forwarded_token_not_configured",
+            Self::Rejected => "credential_rejected",
+            Self::DirectoryUnavailable(_) => "directory_unavailable",
+            Self::ApiKeyNeedsDirectory => "api_key_needs_directory",
+            Self::Forbidden(_) => "permission_denied",
+            Self::NotConfigured => "auth_not_configured",
+        }
+    }
+}
+
+/// Why the auth layer cannot start. Each message names the variable or file to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Neither `WEBUI_SECRET_KEY` nor `WEBUI_SECRET_KEY_FILE` gives a secret.
+    #[error(
+        "no session signing secret: set WEBUI_SECRET_KEY to Open WebUI's secret, or WEBUI_SECRET_KEY_FILE to the path of its .webui_secret_key file"
+    )]
+    MissingSecret,
+    /// `WEBUI_SECRET_KEY_FILE` cannot be used.
+    #[error("WEBUI_SECRET_KEY_FILE ({path}): {reason}")]
+    SecretFile {
+        /// The configured path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A variable holds a value that cannot be used.
+    #[error("{variable}: {reason}")]
+    InvalidValue {
+        /// The environment variable.
+        variable: &'static str,
+        /// What is expected (never echoes a secret value).
+        reason: String,
+    },
+    /// The RBAC policy file is unusable.
+    #[error("RBAC policy {0}")]
+    Policy(#[from] PolicyError),
+    /// The Open WebUI client could not be built.
+    #[error("OPENWEBUI_URL: {0}")]
+    Directory(#[from] DirectoryError),
+}

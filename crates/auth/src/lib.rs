@@ -1,0 +1,94 @@
+//! # bff-auth
+//!
+//! Who is calling and what they may do, for services that sit behind
+//! [Open WebUI](https://github.com/open-webui/open-webui).
+//!
+//! It verifies Open WebUI's own credentials — HS256 session tokens (header or `token` cookie)
+//! and `sk-…` API keys — asks Open WebUI for the caller's current role (tokens carry none) and
+//! whether the session is still live, accepts identity forwarded by Open WebUI's backend from
+//! trusted callers only, and applies a deny-by-default role → permission [`Policy`].
+//!
+//! ## Connecting Open WebUI, best option first
+//! 1. **The user's own credential** (connection `auth_type: session`): Open WebUI sends the
+//!    user's session token or API key as the Bearer credential; bff verifies it exactly as if
+//!    the browser had called. Nothing to trust but Open WebUI's own signature and database.
+//! 2. **Signed forwarded user**: Open WebUI's `FORWARD_USER_INFO_HEADER_JWT_SECRET` signs an
+//!    `X-OpenWebUI-User-Jwt` (role included); bff checks it with `OPENWEBUI_FORWARD_JWT_SECRET`
+//!    and requires a service key (`AUTH_SERVICE_KEYS`) as the connection's Bearer key, because
+//!    the JWT can be replayed for its 5-minute life.
+//! 3. **Plain forwarded headers** (`X-OpenWebUI-User-*`): unsigned; honoured only with a service
+//!    key and `AUTH_TRUST_FORWARDED_USER_HEADERS=true`, behind a network boundary.
+//!
+//! ## Use from another service
+//! ```no_run
+//! use bff_auth::{AuthSettings, Gate, Permission, RequestCredentials};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let settings = AuthSettings::from_env()?; // WEBUI_SECRET_KEY, OPENWEBUI_URL, …
+//! let gate = Gate::from_settings(&settings)?; // loads config/rbac.toml, stops on errors
+//!
+//! let headers = [("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9…".as_bytes())];
+//! let credentials = RequestCredentials::from_headers(headers);
+//! let identity = gate.authenticate(&credentials).await?; // 401 / 503 as AuthError
+//! gate.authorize(&identity, Permission::Chat)?; // 403 as AuthError
+//! println!("{} ({:?}) may chat", identity.user_id, identity.role);
+//! # Ok(()) }
+//! ```
+//! With actix-web (feature `actix`, default):
+//! ```no_run
+//! # use bff_auth::{Gate, Identity, Permission};
+//! # use actix_web::{web, App, HttpResponse};
+//! # fn app(gate: Gate) {
+//! App::new().app_data(gate.clone()).service(
+//!     web::resource("/chat")
+//!         .wrap(gate.require(Permission::Chat)) // 401/403/503 with an OpenAI-style body
+//!         .route(web::post().to(|who: Identity| async move { HttpResponse::Ok().body(who.user_id) })),
+//! );
+//! # }
+//! ```
+//!
+//! ## Revocation lag
+//! Open WebUI's answers are cached per credential for `AUTH_CACHE_TTL_SECONDS` (default 60):
+//! a session revoked or a user demoted in Open WebUI keeps its previous rights here for at most
+//! that long. When Open WebUI is down, a cached answer is served until its TTL ends; after that
+//! requests fail closed with 503.
+
+mod authenticator;
+mod cache;
+mod credentials;
+mod directory;
+mod error;
+mod forwarded;
+mod identity;
+mod jwt;
+mod policy;
+mod secret;
+mod service_keys;
+mod session;
+mod settings;
+
+#[cfg(feature = "actix")]
+mod actix;
+
+#[cfg(feature = "actix")]
+pub use actix::{RequirePermission, RequirePermissionService, credentials_from_request};
+pub use authenticator::{Authenticator, Gate};
+pub use cache::CachedDirectory;
+pub use credentials::{
+    CHAT_ID_HEADER, FORWARDED_JWT_HEADER, FORWARDED_USER_EMAIL_HEADER, FORWARDED_USER_ID_HEADER,
+    FORWARDED_USER_NAME_HEADER, FORWARDED_USER_ROLE_HEADER, RequestCredentials, TOKEN_COOKIE,
+};
+#[cfg(any(test, feature = "mock"))]
+pub use directory::MockUserDirectory;
+pub use directory::{
+    DirectoryCredential, DirectoryError, DirectoryUser, OpenWebUiDirectory, UserDirectory,
+};
+pub use error::{AuthError, ConfigError};
+pub use forwarded::{ForwardedJwtVerifier, ForwardedUser, user_from_plain_headers};
+pub use identity::{AuthMethod, Identity};
+pub use jwt::{MAX_TOKEN_BYTES, TokenError};
+pub use policy::{Permission, Policy, PolicyError};
+pub use secret::Secret;
+pub use service_keys::ServiceKeys;
+pub use session::{SessionClaims, SessionTokenVerifier};
+pub use settings::{AuthSettings, ENV_VARIABLES, MIN_SERVICE_KEY_BYTES, RECOMMENDED_SECRET_BYTES};

@@ -1,0 +1,457 @@
+//! End-to-end authentication through `Gate`, built from settings, against a fake Open WebUI.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a panic is a failed test
+
+mod support;
+
+use bff_auth::{AuthError, AuthMethod, Identity, Permission, RequestCredentials, TokenError};
+use serde_json::json;
+use std::time::Duration;
+use support::*;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn request(headers: &[(&str, &str)]) -> RequestCredentials {
+    RequestCredentials::from_headers(headers.iter().map(|(n, v)| (*n, v.as_bytes())))
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[tokio::test]
+async fn session_token_gets_its_role_from_open_webui_never_from_the_token() {
+    let server = MockServer::start().await;
+    // The token claims admin; Open WebUI says user. Open WebUI wins.
+    let now = now();
+    let token = sign(
+        WEBUI_SECRET,
+        &json!({"id": ALICE, "typ": "session", "role": "admin", "exp": now + 600, "iat": now}),
+    );
+    stub_session(&server, &token, "user", 1).await;
+    let gate = gate(&[("OPENWEBUI_URL", &server.uri())]);
+    let identity = gate
+        .authenticate(&request(&[("authorization", &bearer(&token))]))
+        .await
+        .unwrap();
+    assert_eq!(
+        identity,
+        Identity {
+            user_id: ALICE.into(),
+            role: Some("user".into()),
+            email: Some("alice@example.com".into()),
+            name: Some("Alice Admin".into()),
+            chat_id: None,
+            via: AuthMethod::Session,
+        }
+    );
+    assert!(gate.authorize(&identity, Permission::Chat).is_ok());
+    assert!(matches!(
+        gate.authorize(&identity, Permission::ObservabilityAll),
+        Err(AuthError::Forbidden(_))
+    ));
+}
+
+#[tokio::test]
+async fn lower_case_bearer_cookie_only_and_header_over_cookie() {
+    let server = MockServer::start().await;
+    let header_token = session_token(ALICE);
+    let cookie_token = session_token("someone-else");
+    stub_session(&server, &header_token, "admin", 1).await;
+    let gate = gate(&[("OPENWEBUI_URL", &server.uri())]);
+
+    let lower = format!("bearer {header_token}");
+    let identity = gate
+        .authenticate(&request(&[("authorization", &lower)]))
+        .await
+        .unwrap();
+    assert_eq!(identity.role.as_deref(), Some("admin"));
+
+    // Header and cookie: the header wins (the cookie's token is never sent to Open WebUI).
+    let cookie = format!("theme=dark; token={cookie_token}");
+    let identity = gate
+        .authenticate(&request(&[
+            ("authorization", &bearer(&header_token)),
+            ("cookie", &cookie),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(identity.user_id, ALICE);
+}
+
+#[tokio::test]
+async fn cookie_only_session_is_accepted() {
+    let server = MockServer::start().await;
+    let token = session_token(ALICE);
+    stub_session(&server, &token, "user", 1).await;
+    let gate = gate(&[("OPENWEBUI_URL", &server.uri())]);
+    let cookie = format!("token={token}");
+    let identity = gate
+        .authenticate(&request(&[("cookie", &cookie)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (identity.user_id.as_str(), identity.via),
+        (ALICE, AuthMethod::Session)
+    );
+}
+
+#[tokio::test]
+async fn bad_credentials_are_refused_before_open_webui_is_asked() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let gate = gate(&[("OPENWEBUI_URL", &server.uri())]);
+    let oversized = format!("{}{}", session_token(ALICE), "A".repeat(9 * 1024));
+    let cases: Vec<(Vec<(&str, String)>, AuthError)> = vec![
+        (vec![], AuthError::MissingCredentials),
+        (
+            vec![("authorization", "Bearer ".to_owned())],
+            AuthError::MalformedAuthorization("the bearer credential is empty"),
+        ),
+        (
+            vec![("authorization", "Basic dXNlcjpwYXNz".to_owned())],
+            AuthError::MalformedAuthorization("only the Bearer scheme is accepted"),
+        ),
+        (
+            vec![("authorization", bearer(&oversized))],
+            AuthError::InvalidToken(TokenError::TooLarge),
+        ),
+        (
+            vec![("authorization", bearer("not-a-jwt"))],
+            AuthError::InvalidToken(TokenError::Malformed(
+                "expected three dot-separated segments",
+            )),
+        ),
+        (
+            vec![(
+                "authorization",
+                bearer(&sign(
+                    "wrong-secret-wrong-secret-wrong!!",
+                    &json!({"id": ALICE, "exp": now() + 60}),
+                )),
+            )],
+            AuthError::InvalidToken(TokenError::BadSignature),
+        ),
+    ];
+    for (headers, expected) in cases {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let error = gate.authenticate(&request(&headers)).await.unwrap_err();
+        assert_eq!(error, expected);
+        assert_eq!(error.status(), 401);
+    }
+}
+
+#[tokio::test]
+async fn revoked_session_is_401_and_open_webui_down_is_503() {
+    let server = MockServer::start().await;
+    let revoked = session_token(ALICE);
+    let unlucky = session_token("bob");
+    Mock::given(method("GET"))
+        .and(path("/api/v1/auths/"))
+        .and(wiremock::matchers::header(
+            "authorization",
+            bearer(&revoked).as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"detail": "Invalid token"})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/auths/"))
+        .and(wiremock::matchers::header(
+            "authorization",
+            bearer(&unlucky).as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
+    let gate = gate(&[
+        ("OPENWEBUI_URL", &server.uri()),
+        ("OPENWEBUI_TIMEOUT_MS", "200"),
+    ]);
+    let error = gate
+        .authenticate(&request(&[("authorization", &bearer(&revoked))]))
+        .await
+        .unwrap_err();
+    assert_eq!((error.clone(), error.status()), (AuthError::Rejected, 401));
+    let error = gate
+        .authenticate(&request(&[("authorization", &bearer(&unlucky))]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), 503, "{error}");
+    assert!(error.to_string().contains("Open WebUI"), "{error}");
+}
+
+#[tokio::test]
+async fn open_webui_naming_another_user_is_a_rejection() {
+    let server = MockServer::start().await;
+    let token = session_token("mallory");
+    stub_session(&server, &token, "admin", 1).await; // answers with ALICE's row
+    let gate = gate(&[("OPENWEBUI_URL", &server.uri())]);
+    let error = gate
+        .authenticate(&request(&[("authorization", &bearer(&token))]))
+        .await
+        .unwrap_err();
+    assert_eq!(error, AuthError::Rejected);
+}
+
+#[tokio::test]
+async fn pending_users_authenticate_but_may_do_nothing() {
+    let server = MockServer::start().await;
+    let token = session_token(ALICE);
+    stub_session(&server, &token, "pending", 1).await;
+    let gate = gate(&[("OPENWEBUI_URL", &server.uri())]);
+    let identity = gate
+        .authenticate(&request(&[("authorization", &bearer(&token))]))
+        .await
+        .unwrap();
+    for permission in Permission::ALL {
+        let error = gate.authorize(&identity, permission).unwrap_err();
+        assert_eq!(error.status(), 403);
+    }
+}
+
+#[tokio::test]
+async fn api_key_is_resolved_by_open_webui() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/users/user/status"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(status_body(ALICE, "admin")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let gate = gate(&[("OPENWEBUI_URL", &server.uri())]);
+    let identity = gate
+        .authenticate(&request(&[("authorization", &bearer(API_KEY))]))
+        .await
+        .unwrap();
+    assert_eq!(identity.via, AuthMethod::ApiKey);
+    assert_eq!(identity.role.as_deref(), Some("admin"));
+    // Cached: a second request makes no call (`.expect(1)`).
+    gate.authenticate(&request(&[("authorization", &bearer(API_KEY))]))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn without_open_webui_sessions_have_no_role_and_api_keys_are_refused() {
+    let gate = gate(&[]);
+    let identity = gate
+        .authenticate(&request(&[(
+            "authorization",
+            &bearer(&session_token(ALICE)),
+        )]))
+        .await
+        .unwrap();
+    assert_eq!(identity.role, None);
+    let denied = gate.authorize(&identity, Permission::Chat).unwrap_err();
+    assert_eq!(denied.status(), 403);
+    assert!(denied.to_string().contains("OPENWEBUI_URL"), "{denied}");
+
+    let error = gate
+        .authenticate(&request(&[("authorization", &bearer(API_KEY))]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.clone(), error.status()),
+        (AuthError::ApiKeyNeedsDirectory, 403)
+    );
+}
+
+#[tokio::test]
+async fn spoofed_forwarded_headers_from_an_ordinary_user_change_nothing() {
+    let server = MockServer::start().await;
+    let token = session_token(ALICE);
+    stub_session(&server, &token, "user", 1).await;
+    let gate = gate(&[
+        ("OPENWEBUI_URL", &server.uri()),
+        ("AUTH_SERVICE_KEYS", &format!("openwebui={SERVICE_KEY}")),
+        ("AUTH_TRUST_FORWARDED_USER_HEADERS", "true"),
+        ("OPENWEBUI_FORWARD_JWT_SECRET", FORWARD_SECRET),
+    ]);
+    let forged_jwt = forwarded_jwt(FORWARD_SECRET, "admin", "open-webui", 300);
+    let identity = gate
+        .authenticate(&request(&[
+            ("authorization", &bearer(&token)),
+            ("x-openwebui-user-role", "admin"),
+            ("x-openwebui-user-id", "someone-else"),
+            ("x-openwebui-user-jwt", &forged_jwt),
+            ("x-openwebui-chat-id", "chat-1"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(identity.user_id, ALICE);
+    assert_eq!(identity.role.as_deref(), Some("user"));
+    assert_eq!(identity.via, AuthMethod::Session);
+    assert_eq!(identity.chat_id, None);
+}
+
+fn forwarding_gate() -> bff_auth::Gate {
+    gate(&[
+        ("AUTH_SERVICE_KEYS", &format!("openwebui={SERVICE_KEY}")),
+        ("OPENWEBUI_FORWARD_JWT_SECRET", FORWARD_SECRET),
+    ])
+}
+
+#[tokio::test]
+async fn forwarded_jwt_with_service_key_is_trusted_including_its_role() {
+    let jwt = forwarded_jwt(FORWARD_SECRET, "admin", "open-webui", 300);
+    let identity = forwarding_gate()
+        .authenticate(&request(&[
+            ("authorization", &bearer(SERVICE_KEY)),
+            ("x-openwebui-user-jwt", &jwt),
+            (
+                "x-openwebui-chat-id",
+                "7d3a9e52-0c4b-4f18-b6e2-9a51c3f08d47",
+            ),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(identity.user_id, ALICE);
+    assert_eq!(identity.role.as_deref(), Some("admin"));
+    assert_eq!(identity.via, AuthMethod::ForwardedJwt);
+    assert_eq!(
+        identity.chat_id.as_deref(),
+        Some("7d3a9e52-0c4b-4f18-b6e2-9a51c3f08d47")
+    );
+}
+
+#[tokio::test]
+async fn forwarded_jwt_failures() {
+    let gate = forwarding_gate();
+    let cases = [
+        (
+            forwarded_jwt(
+                "not-the-forwarding-secret-at-all!",
+                "admin",
+                "open-webui",
+                300,
+            ),
+            TokenError::BadSignature,
+        ),
+        (
+            forwarded_jwt(FORWARD_SECRET, "admin", "open-webui", -10),
+            TokenError::Expired,
+        ),
+        (
+            forwarded_jwt(FORWARD_SECRET, "admin", "evil", 300),
+            TokenError::UnexpectedClaimValue {
+                claim: "iss",
+                expected: "open-webui",
+            },
+        ),
+    ];
+    for (jwt, expected) in cases {
+        let error = gate
+            .authenticate(&request(&[
+                ("authorization", &bearer(SERVICE_KEY)),
+                ("x-openwebui-user-jwt", &jwt),
+            ]))
+            .await
+            .unwrap_err();
+        assert_eq!(error, AuthError::InvalidForwardedToken(expected));
+        assert_eq!(error.status(), 401);
+    }
+}
+
+#[tokio::test]
+async fn forwarded_jwt_without_a_service_key_is_ignored() {
+    // No service key: the JWT is just an unknown bearer-less header; the caller is anonymous.
+    let jwt = forwarded_jwt(FORWARD_SECRET, "admin", "open-webui", 300);
+    let error = forwarding_gate()
+        .authenticate(&request(&[("x-openwebui-user-jwt", &jwt)]))
+        .await
+        .unwrap_err();
+    assert_eq!(error, AuthError::MissingCredentials);
+    // Presented as the bearer itself it is a session token signed with the wrong secret.
+    let error = forwarding_gate()
+        .authenticate(&request(&[("authorization", &bearer(&jwt))]))
+        .await
+        .unwrap_err();
+    assert_eq!(error, AuthError::InvalidToken(TokenError::BadSignature));
+}
+
+#[tokio::test]
+async fn forwarded_jwt_without_a_configured_secret_is_refused_not_downgraded() {
+    let gate = gate(&[("AUTH_SERVICE_KEYS", &format!("openwebui={SERVICE_KEY}"))]);
+    let jwt = forwarded_jwt(FORWARD_SECRET, "admin", "open-webui", 300);
+    let error = gate
+        .authenticate(&request(&[
+            ("authorization", &bearer(SERVICE_KEY)),
+            ("x-openwebui-user-jwt", &jwt),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(error, AuthError::ForwardedTokenNotConfigured);
+}
+
+#[tokio::test]
+async fn plain_forwarded_headers_need_a_service_key_and_the_opt_in() {
+    let headers = |authorization: &'static str| {
+        vec![
+            ("authorization", authorization),
+            ("x-openwebui-user-id", ALICE),
+            ("x-openwebui-user-role", "admin"),
+            ("x-openwebui-user-name", "Alice%20Admin"),
+            ("x-openwebui-chat-id", "chat-1"),
+        ]
+    };
+    let keys = format!("openwebui={SERVICE_KEY}");
+
+    // Opted in, with the key: the forwarded user is the caller.
+    let trusting = gate(&[
+        ("AUTH_SERVICE_KEYS", &keys),
+        ("AUTH_TRUST_FORWARDED_USER_HEADERS", "true"),
+    ]);
+    let identity = trusting
+        .authenticate(&request(&headers("Bearer sk-bff-connection-key-for-tests")))
+        .await
+        .unwrap();
+    assert_eq!(identity.user_id, ALICE);
+    assert_eq!(identity.role.as_deref(), Some("admin"));
+    assert_eq!(identity.name.as_deref(), Some("Alice Admin"));
+    assert_eq!(identity.via, AuthMethod::ForwardedHeaders);
+
+    // Opted in, with a wrong key: an unknown sk- key, so never a forwarded user.
+    let error = trusting
+        .authenticate(&request(&headers("Bearer sk-bff-connection-key-for-testz")))
+        .await
+        .unwrap_err();
+    assert_eq!(error, AuthError::ApiKeyNeedsDirectory);
+
+    // Not opted in: the key alone makes a service principal; the headers are ignored.
+    let identity = gate(&[("AUTH_SERVICE_KEYS", &keys)])
+        .authenticate(&request(&headers("Bearer sk-bff-connection-key-for-tests")))
+        .await
+        .unwrap();
+    assert_eq!(identity.user_id, "service:openwebui");
+    assert_eq!(identity.role.as_deref(), Some("service"));
+    assert_eq!(identity.via, AuthMethod::Service);
+    assert_eq!(identity.chat_id.as_deref(), Some("chat-1"));
+}
+
+#[tokio::test]
+async fn service_keys_are_not_accepted_as_a_cookie() {
+    let gate = gate(&[("AUTH_SERVICE_KEYS", &format!("openwebui={SERVICE_KEY}"))]);
+    let cookie = format!("token={SERVICE_KEY}");
+    let error = gate
+        .authenticate(&request(&[("cookie", &cookie)]))
+        .await
+        .unwrap_err();
+    assert_eq!(error, AuthError::ApiKeyNeedsDirectory);
+}
+
+#[tokio::test]
+async fn error_messages_never_echo_the_credential() {
+    let gate = gate(&[]);
+    let token = sign(WEBUI_SECRET, &json!({"id": ALICE, "exp": 1}));
+    let error = gate
+        .authenticate(&request(&[("authorization", &bearer(&token))]))
+        .await
+        .unwrap_err();
+    assert_eq!(error, AuthError::InvalidToken(TokenError::Expired));
+    assert!(!error.to_string().contains(&token));
+    assert!(!format!("{error:?}").contains(&token));
+}

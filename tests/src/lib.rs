@@ -1,0 +1,1 @@
+//! Repository-level tests live in `tests/tests/`; this library is intentionally empty.

@@ -1,0 +1,66 @@
+//! The documentation and configuration shipped in the repository agree with the code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a panic is a failed test
+
+use std::path::{Path, PathBuf};
+
+fn repo_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
+}
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(repo_file(relative)).unwrap()
+}
+
+/// Names assigned (possibly commented out) in `.env.example`: `NAME=` or `# NAME=`.
+fn documented_variables() -> Vec<String> {
+    read(".env.example")
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim_start_matches('#').trim();
+            let (name, _) = line.split_once('=')?;
+            let is_name = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            is_name.then(|| name.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn every_auth_variable_is_documented_in_env_example() {
+    let documented = documented_variables();
+    let missing: Vec<&str> = bff_auth::ENV_VARIABLES
+        .into_iter()
+        .filter(|name| !documented.iter().any(|d| d == name))
+        .collect();
+    assert!(missing.is_empty(), "not in .env.example: {missing:?}");
+}
+
+#[test]
+fn every_auth_variable_is_in_the_readme_configuration_table() {
+    let readme = read("README.md");
+    let missing: Vec<&str> = bff_auth::ENV_VARIABLES
+        .into_iter()
+        .filter(|name| !readme.contains(&format!("`{name}`")))
+        .collect();
+    assert!(missing.is_empty(), "not in README.md: {missing:?}");
+}
+
+#[test]
+fn the_shipped_rbac_policy_loads() {
+    let policy = bff_auth::Policy::load(&repo_file("config/rbac.toml")).unwrap();
+    assert_eq!(policy.service_role(), "service");
+}
+
+#[test]
+fn ci_runs_the_test_command_the_readme_gives() {
+    assert!(read("README.md").contains("make test"));
+    assert!(
+        read(".ci/run")
+            .lines()
+            .any(|line| line.trim() == "make test")
+    );
+}
