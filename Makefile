@@ -1,7 +1,7 @@
 # bff — developer commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test lint fmt fmt-check check-features unit help
+.PHONY: test lint fmt fmt-check unit help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -10,12 +10,11 @@ test: fmt-check lint unit ## everything CI checks: formatting, clippy, all tests
 
 unit: ## all unit, wiremock and black-box tests (offline)
 	$(CARGO) test --workspace --all-features --locked
+	$(CARGO) test -p bff-auth --no-default-features --locked
 
-lint: check-features ## clippy on every target, warnings are errors
+lint: ## clippy on every target, warnings are errors
 	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
-
-check-features: ## library crates build without their default features
-	$(CARGO) check -p bff-auth --no-default-features --locked
+	$(CARGO) clippy -p bff-auth --all-targets --no-default-features --locked -- -D warnings
 
 fmt: ## format the code
 	$(CARGO) fmt --all

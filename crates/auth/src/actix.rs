@@ -8,6 +8,18 @@
 //!   on the spot through the [`Gate`] registered with `App::app_data(gate.clone())`.
 //! - [`AuthError`] is an actix `ResponseError`: 401 (with `WWW-Authenticate: Bearer`), 403 or
 //!   503, and an OpenAI-style body `{"error":{"message","type","param","code"}}`.
+//!
+//! ```no_run
+//! # use bff_auth::{Gate, Identity, Permission};
+//! # use actix_web::{web, App, HttpResponse};
+//! # fn app(gate: Gate) {
+//! App::new().app_data(gate.clone()).service(
+//!     web::resource("/chat")
+//!         .wrap(gate.require(Permission::Chat)) // 401/403/503 with an OpenAI-style body
+//!         .route(web::post().to(|who: Identity| async move { HttpResponse::Ok().body(who.user_id) })),
+//! );
+//! # }
+//! ```
 
 use crate::authenticator::Gate;
 use crate::credentials::RequestCredentials;

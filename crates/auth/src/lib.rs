@@ -34,18 +34,8 @@
 //! println!("{} ({:?}) may chat", identity.user_id, identity.role);
 //! # Ok(()) }
 //! ```
-//! With actix-web (feature `actix`, default):
-//! ```no_run
-//! # use bff_auth::{Gate, Identity, Permission};
-//! # use actix_web::{web, App, HttpResponse};
-//! # fn app(gate: Gate) {
-//! App::new().app_data(gate.clone()).service(
-//!     web::resource("/chat")
-//!         .wrap(gate.require(Permission::Chat)) // 401/403/503 with an OpenAI-style body
-//!         .route(web::post().to(|who: Identity| async move { HttpResponse::Ok().body(who.user_id) })),
-//! );
-//! # }
-//! ```
+//! With actix-web (feature `actix`, default), see the `actix` module: `gate.require(Permission::Chat)`
+//! on a route, and `Identity` as an extractor.
 //!
 //! ## Revocation lag
 //! Open WebUI's answers are cached per credential for `AUTH_CACHE_TTL_SECONDS` (default 60):
