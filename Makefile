@@ -1,7 +1,7 @@
 # bff — developer commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test lint fmt fmt-check unit help
+.PHONY: test lint fmt fmt-check unit bench help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -21,3 +21,6 @@ fmt: ## format the code
 
 fmt-check: ## fail if the code is not formatted
 	$(CARGO) fmt --all -- --check
+
+bench: ## criterion benchmarks (results are written down in the crates' READMEs)
+	$(CARGO) bench -p bff-telemetry --bench record

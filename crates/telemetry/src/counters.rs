@@ -1,0 +1,93 @@
+//! Per-sink counters, updated with atomics so `record()` never waits on an exporter.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+/// Live counters of one sink.
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    queued: AtomicU64,
+    exported: AtomicU64,
+    retried: AtomicU64,
+    spooled: AtomicU64,
+    replayed: AtomicU64,
+    rejected: AtomicU64,
+    dropped: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A point-in-time copy of a sink's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SinkStats {
+    /// The sink's name.
+    pub sink: String,
+    /// Records accepted into the sink's in-memory queue.
+    pub queued: u64,
+    /// Records delivered (live or replayed).
+    pub exported: u64,
+    /// Export attempts that were retried.
+    pub retried: u64,
+    /// Records written to the on-disk spool.
+    pub spooled: u64,
+    /// Records delivered from the spool.
+    pub replayed: u64,
+    /// Records the destination refused for good (4xx); logged and counted, not retried.
+    pub rejected: u64,
+    /// Records lost: spool disabled or full, or recorded after shutdown. Always logged.
+    pub dropped: u64,
+    /// The last export error, if any.
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Counter {
+    Queued,
+    Exported,
+    Retried,
+    Spooled,
+    Replayed,
+    Rejected,
+    Dropped,
+}
+
+impl SinkCounters {
+    /// Adds `amount` and returns the new value (lock-free).
+    pub(crate) fn add(&self, counter: Counter, amount: u64) -> u64 {
+        let cell = match counter {
+            Counter::Queued => &self.queued,
+            Counter::Exported => &self.exported,
+            Counter::Retried => &self.retried,
+            Counter::Spooled => &self.spooled,
+            Counter::Replayed => &self.replayed,
+            Counter::Rejected => &self.rejected,
+            Counter::Dropped => &self.dropped,
+        };
+        cell.fetch_add(amount, Ordering::Relaxed) + amount
+    }
+
+    pub(crate) fn set_last_error(&self, error: Option<String>) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = error;
+    }
+
+    /// A snapshot, labelled with the sink name.
+    pub fn snapshot(&self, sink: &str) -> SinkStats {
+        SinkStats {
+            sink: sink.to_owned(),
+            queued: self.queued.load(Ordering::Relaxed),
+            exported: self.exported.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            spooled: self.spooled.load(Ordering::Relaxed),
+            replayed: self.replayed.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Helicone's async-log API: one `POST {base}/custom/v1/log` per record.
+//!
+//! Helicone has no batch endpoint, so a batch is sent as individual requests with bounded
+//! concurrency. Helicone answers a storage failure with **200 and `{"error":…}`**: that is a
+//! retryable failure, not a success.
+
+use crate::error::TelemetryError;
+use crate::http;
+use crate::record::{LlmRecord, Outcome, UnixNanos, hex};
+use crate::secret::Secret;
+use crate::sink::{ExportError, TelemetrySink};
+use async_trait::async_trait;
+use futures_util::StreamExt as _;
+use serde_json::{Map, Value, json};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+use url::Url;
+
+/// Where and how to log.
+#[derive(Debug, Clone)]
+pub struct HeliconeConfig {
+    /// The log endpoint: `{HELICONE_BASE_URL}/custom/v1/log`.
+    pub endpoint: Url,
+    /// `HELICONE_API_KEY`.
+    pub api_key: Secret,
+    /// Requests in flight at once. Default 4.
+    pub concurrency: usize,
+    /// Per-request timeout. Default 10 s.
+    pub timeout: Duration,
+}
+
+impl HeliconeConfig {
+    /// The cloud worker's default base URL.
+    pub const DEFAULT_BASE_URL: &'static str = "https://api.worker.helicone.ai";
+
+    /// Helicone at `base_url` (cloud worker or self-hosted) with `api_key`.
+    pub fn new(base_url: &Url, api_key: Secret) -> Result<Self, TelemetryError> {
+        let endpoint = Url::parse(&format!(
+            "{}/custom/v1/log",
+            base_url.as_str().trim_end_matches('/')
+        ))
+        .map_err(|error| TelemetryError::InvalidConfig {
+            what: "HELICONE_BASE_URL",
+            reason: error.to_string(),
+        })?;
+        Ok(Self {
+            endpoint,
+            api_key,
+            concurrency: 4,
+            timeout: Duration::from_secs(10),
+        })
+    }
+}
+
+/// The Helicone sink.
+pub struct HeliconeSink {
+    client: reqwest::Client,
+    config: HeliconeConfig,
+}
+
+impl HeliconeSink {
+    /// Builds the sink and its HTTP client.
+    pub fn new(config: HeliconeConfig) -> Result<Self, TelemetryError> {
+        Ok(Self {
+            client: http::client(config.timeout)?,
+            config,
+        })
+    }
+
+    async fn send(&self, record: &LlmRecord) -> Result<(), ExportError> {
+        let response = self
+            .client
+            .post(self.config.endpoint.clone())
+            .bearer_auth(self.config.api_key.expose())
+            .json(&log_body(record))
+            .send()
+            .await
+            .map_err(|error| http::transport("helicone", &error))?;
+        let status = response.status().as_u16();
+        let retry_after = http::retry_after(response.headers());
+        let ok = response.status().is_success();
+        let body = response.bytes().await.unwrap_or_default();
+        if !ok {
+            return Err(http::status_error("helicone", status, retry_after, &body));
+        }
+        // `200 {"error":…}` is Helicone's storage failure.
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(value) if value.get("error").is_some() => Err(ExportError::Retryable {
+                reason: format!(
+                    "helicone reported a failure with HTTP {status}: {}",
+                    value.get("error").unwrap_or(&Value::Null)
+                ),
+                retry_after,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl TelemetrySink for HeliconeSink {
+    fn name(&self) -> &str {
+        "helicone"
+    }
+
+    async fn export(&self, batch: &[&LlmRecord]) -> Vec<Result<(), ExportError>> {
+        type Sending<'a> =
+            Pin<Box<dyn Future<Output = (usize, Result<(), ExportError>)> + Send + 'a>>;
+        let sends: Vec<Sending<'_>> = batch
+            .iter()
+            .copied()
+            .enumerate()
+            .map(|(index, record)| -> Sending<'_> {
+                Box::pin(async move { (index, self.send(record).await) })
+            })
+            .collect();
+        let mut results: Vec<(usize, Result<(), ExportError>)> = futures_util::stream::iter(sends)
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+        results.sort_unstable_by_key(|(index, _)| *index);
+        results.into_iter().map(|(_, result)| result).collect()
+    }
+}
+
+/// `{seconds, milliseconds}` as Helicone's timing wants it.
+fn timing_point(time: UnixNanos) -> Value {
+    json!({"seconds": time.0 / 1_000_000_000, "milliseconds": (time.0 / 1_000_000) % 1000})
+}
+
+/// The record's request id if it is a UUID, else a stable UUID (v4 layout) derived from it:
+/// Helicone replaces a non-UUID `Helicone-Request-Id` with a random one.
+pub fn helicone_request_id(record: &LlmRecord) -> String {
+    let id = record.request_id.as_str();
+    let is_uuid = id.len() == 36
+        && id.char_indices().all(|(index, c)| {
+            if matches!(index, 8 | 13 | 18 | 23) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        });
+    if is_uuid {
+        return id.to_ascii_lowercase();
+    }
+    let mut bytes = record.derived_id::<16>("helicone-request-id");
+    if let Some(byte) = bytes.get_mut(6) {
+        *byte = (*byte & 0x0f) | 0x40;
+    }
+    if let Some(byte) = bytes.get_mut(8) {
+        *byte = (*byte & 0x3f) | 0x80;
+    }
+    let hex = hex(&bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        hex.get(0..8).unwrap_or_default(),
+        hex.get(8..12).unwrap_or_default(),
+        hex.get(12..16).unwrap_or_default(),
+        hex.get(16..20).unwrap_or_default(),
+        hex.get(20..32).unwrap_or_default()
+    )
+}
+
+/// The async-log body for one record.
+pub fn log_body(record: &LlmRecord) -> Value {
+    let mut meta = Map::new();
+    meta.insert(
+        "Helicone-Request-Id".into(),
+        helicone_request_id(record).into(),
+    );
+    let mut put = |key: &str, value: Option<&str>| {
+        if let Some(value) = value.filter(|value| !value.is_empty()) {
+            meta.insert(key.into(), value.into());
+        }
+    };
+    put("Helicone-User-Id", record.user_id.as_deref());
+    put("Helicone-Session-Id", record.session_id.as_deref());
+    put("Helicone-Property-Route", Some(&record.route));
+    put("Helicone-Property-Role", record.role.as_deref());
+    put("Helicone-Property-Workspace", record.workspace.as_deref());
+    put("Helicone-Property-Trace-Id", Some(&record.trace_id));
+    put(
+        "Helicone-Property-Environment",
+        record.environment.as_deref(),
+    );
+
+    let mut request = Map::new();
+    request.insert("model".into(), record.model_requested.clone().into());
+    if let Some(input) = &record.input {
+        request.insert("messages".into(), input.clone());
+    }
+    request.insert("stream".into(), record.stream.into());
+
+    let usage = record.usage.as_ref().map(|usage| {
+        json!({"prompt_tokens": usage.input, "completion_tokens": usage.output,
+               "total_tokens": usage.total})
+    });
+    let model = record
+        .model_served
+        .as_deref()
+        .unwrap_or(&record.model_requested);
+    let (status, response_json, text_body) = match record.outcome {
+        Outcome::Error | Outcome::Cancelled => {
+            let error = record.error.as_ref();
+            (
+                error
+                    .and_then(|error| error.status)
+                    .unwrap_or(match record.outcome {
+                        Outcome::Cancelled => 499,
+                        _ => 500,
+                    }),
+                json!({"error": {
+                    "message": error.map_or("cancelled: the client disconnected", |e| e.message.as_str()),
+                    "type": error.map_or("cancelled", |e| e.kind.as_str()),
+                }}),
+                None,
+            )
+        }
+        Outcome::Ok if record.stream => {
+            // Streams: `json` is `{}` and the text goes in `textBody`, as one SSE chunk that
+            // carries the whole output and the usage, then `[DONE]`.
+            let chunk = json!({"id": record.upstream_call_id, "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": record.output},
+                             "finish_reason": record.finish_reason}],
+                "usage": usage});
+            (
+                200,
+                json!({}),
+                Some(format!("data: {chunk}\n\ndata: [DONE]\n\n")),
+            )
+        }
+        Outcome::Ok => (
+            200,
+            json!({"id": record.upstream_call_id, "object": "chat.completion", "model": model,
+                   "choices": [{"index": 0,
+                                "message": {"role": "assistant", "content": record.output},
+                                "finish_reason": record.finish_reason}],
+                   "usage": usage}),
+            None,
+        ),
+    };
+    let content_type = if text_body.is_some() {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    let mut timing = Map::new();
+    timing.insert("startTime".into(), timing_point(record.started_at));
+    timing.insert(
+        "endTime".into(),
+        timing_point(record.ended_at.max(record.started_at)),
+    );
+    if let Some(first) = record.first_token_at {
+        let milliseconds = first.0.saturating_sub(record.started_at.0) / 1_000_000;
+        timing.insert("timeToFirstToken".into(), milliseconds.into());
+    }
+    json!({
+        "providerRequest": {"url": "custom-model-nopath", "json": request, "meta": meta},
+        "providerResponse": {"json": response_json, "textBody": text_body, "status": status,
+                             "headers": {"content-type": content_type}},
+        "timing": timing,
+    })
+}

@@ -1,0 +1,450 @@
+//! Langfuse over OpenTelemetry: OTLP/HTTP protobuf, gzip, to `/api/public/otel/v1/traces`.
+//!
+//! Langfuse retired its batch ingestion API, so every record becomes two OTLP spans in the
+//! request's trace (the same trace id LiteLLM's own Langfuse logging uses):
+//! - a root span for the bff request, carrying the trace-level attributes (`langfuse.trace.*`,
+//!   `user.id`, `session.id`, `langfuse.environment`);
+//! - a child `generation` span for the model call (`gen_ai.*`, usage and cost details,
+//!   completion start time, `ERROR` level and status message on failure).
+//!
+//! Span ids are derived from the request id, so a retried or replayed export writes the same
+//! observations again instead of new ones. Any OTLP/HTTP collector works too: set the endpoint
+//! and headers with [`LangfuseConfig::otlp`].
+
+use crate::error::TelemetryError;
+use crate::http;
+use crate::record::{LlmRecord, Outcome, unhex};
+use crate::secret::Secret;
+use crate::sink::{ExportError, TelemetrySink};
+use async_trait::async_trait;
+use base64::Engine as _;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message as _;
+use reqwest::header::{HeaderName, HeaderValue};
+use std::io::Write as _;
+use std::time::Duration;
+use url::Url;
+
+/// Largest uncompressed export body; bigger batches are split (Langfuse rejects > ~4.5 MB).
+const MAX_EXPORT_BYTES: usize = 3 * 1024 * 1024;
+
+/// Where and how to export.
+#[derive(Debug, Clone)]
+pub struct LangfuseConfig {
+    /// Full OTLP traces URL.
+    pub endpoint: Url,
+    /// Headers sent with every export (Langfuse: `Authorization: Basic …`).
+    pub headers: Vec<(String, Secret)>,
+    /// `service.name` of the exported resource. Default `bff`.
+    pub service_name: String,
+    /// `langfuse.environment`, unless a record names its own. Default none.
+    pub environment: Option<String>,
+    /// Per-request timeout. Default 10 s.
+    pub timeout: Duration,
+}
+
+impl LangfuseConfig {
+    /// Langfuse at `host` (e.g. `https://cloud.langfuse.com`) with a project's key pair.
+    pub fn new(host: &Url, public_key: &str, secret_key: &Secret) -> Result<Self, TelemetryError> {
+        let endpoint = Url::parse(&format!(
+            "{}/api/public/otel/v1/traces",
+            host.as_str().trim_end_matches('/')
+        ))
+        .map_err(|error| TelemetryError::InvalidConfig {
+            what: "LANGFUSE_HOST",
+            reason: error.to_string(),
+        })?;
+        let credentials = base64::engine::general_purpose::STANDARD
+            .encode(format!("{public_key}:{}", secret_key.expose()));
+        Ok(Self::otlp(
+            endpoint,
+            vec![(
+                "authorization".into(),
+                Secret::new(format!("Basic {credentials}")),
+            )],
+        ))
+    }
+
+    /// Any OTLP/HTTP collector at `endpoint` with `headers`.
+    pub fn otlp(endpoint: Url, headers: Vec<(String, Secret)>) -> Self {
+        Self {
+            endpoint,
+            headers,
+            service_name: "bff".into(),
+            environment: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The Langfuse (OTLP) sink.
+pub struct LangfuseSink {
+    client: reqwest::Client,
+    config: LangfuseConfig,
+    headers: reqwest::header::HeaderMap,
+}
+
+impl LangfuseSink {
+    /// Builds the sink and its HTTP client.
+    pub fn new(config: LangfuseConfig) -> Result<Self, TelemetryError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &config.headers {
+            let invalid = |reason: &str| TelemetryError::InvalidConfig {
+                what: "OTLP header",
+                reason: format!("`{name}`: {reason}"),
+            };
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid("bad name"))?;
+            let mut value =
+                HeaderValue::from_str(value.expose()).map_err(|_| invalid("bad value"))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        Ok(Self {
+            client: http::client(config.timeout)?,
+            config,
+            headers,
+        })
+    }
+
+    /// The OTLP request for `records` (exposed for tests and tooling).
+    pub fn encode(&self, records: &[&LlmRecord]) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![text("service.name", &self.config.service_name)],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "bff".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..Default::default()
+                    }),
+                    spans: records
+                        .iter()
+                        .flat_map(|record| self.spans(record))
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn spans(&self, record: &LlmRecord) -> [Span; 2] {
+        let trace_id = unhex::<16>(&record.trace_id).map_or_else(
+            || record.derived_id::<16>("trace").to_vec(),
+            |id| id.to_vec(),
+        );
+        let root_id = record.derived_id::<8>("bff-request").to_vec();
+        let environment = record
+            .environment
+            .as_deref()
+            .or(self.config.environment.as_deref());
+        let failed = record.outcome == Outcome::Error;
+        let status = Status {
+            code: if failed {
+                StatusCode::Error as i32
+            } else {
+                StatusCode::Ok as i32
+            },
+            message: record
+                .error
+                .as_ref()
+                .map(|error| error.message.clone())
+                .unwrap_or_default(),
+        };
+
+        let mut root = vec![
+            text("langfuse.trace.name", &record.route),
+            text("langfuse.observation.type", "span"),
+            text("langfuse.trace.metadata.request_id", &record.request_id),
+            text("langfuse.trace.metadata.route", &record.route),
+            text(
+                "langfuse.trace.metadata.outcome",
+                outcome_name(record.outcome),
+            ),
+            text(
+                "langfuse.trace.metadata.stream",
+                if record.stream { "true" } else { "false" },
+            ),
+            int(
+                "langfuse.trace.metadata.attempts",
+                i64::from(record.attempts),
+            ),
+        ];
+        push_text(&mut root, "user.id", record.user_id.as_deref());
+        push_text(&mut root, "session.id", record.session_id.as_deref());
+        push_text(
+            &mut root,
+            "langfuse.trace.metadata.role",
+            record.role.as_deref(),
+        );
+        push_text(
+            &mut root,
+            "langfuse.trace.metadata.workspace",
+            record.workspace.as_deref(),
+        );
+        push_text(
+            &mut root,
+            "langfuse.trace.metadata.upstream_call_id",
+            record.upstream_call_id.as_deref(),
+        );
+        push_text(&mut root, "langfuse.environment", environment);
+        if !record.tags.is_empty() {
+            root.push(KeyValue {
+                key: "langfuse.trace.tags".into(),
+                value: Some(AnyValue {
+                    value: Some(AnyValueKind::ArrayValue(ArrayValue {
+                        values: record
+                            .tags
+                            .iter()
+                            .map(|tag| AnyValue {
+                                value: Some(AnyValueKind::StringValue(tag.clone())),
+                            })
+                            .collect(),
+                    })),
+                }),
+                ..Default::default()
+            });
+        }
+        let input = record.input.as_ref().map(ToString::to_string);
+        push_text(&mut root, "langfuse.trace.input", input.as_deref());
+        push_text(&mut root, "langfuse.trace.output", record.output.as_deref());
+
+        let mut generation = vec![
+            text("langfuse.observation.type", "generation"),
+            text("gen_ai.request.model", &record.model_requested),
+            text(
+                "langfuse.observation.model.name",
+                record
+                    .model_served
+                    .as_deref()
+                    .unwrap_or(&record.model_requested),
+            ),
+        ];
+        push_text(
+            &mut generation,
+            "gen_ai.response.model",
+            record.model_served.as_deref(),
+        );
+        push_text(&mut generation, "langfuse.environment", environment);
+        push_text(
+            &mut generation,
+            "langfuse.observation.input",
+            input.as_deref(),
+        );
+        push_text(
+            &mut generation,
+            "langfuse.observation.output",
+            record.output.as_deref(),
+        );
+        push_text(
+            &mut generation,
+            "langfuse.observation.metadata.finish_reason",
+            record.finish_reason.as_deref(),
+        );
+        if let Some(usage) = &record.usage {
+            let mut details = serde_json::Map::new();
+            for (key, value) in [
+                ("input", usage.input),
+                ("output", usage.output),
+                ("total", usage.total),
+            ] {
+                if let Some(value) = value {
+                    details.insert(key.into(), value.into());
+                    let semconv = match key {
+                        "input" => Some("gen_ai.usage.input_tokens"),
+                        "output" => Some("gen_ai.usage.output_tokens"),
+                        _ => None,
+                    };
+                    if let Some(semconv) = semconv {
+                        generation.push(int(semconv, i64::try_from(value).unwrap_or(i64::MAX)));
+                    }
+                }
+            }
+            for (key, value) in &usage.details {
+                details.insert(key.clone(), (*value).into());
+            }
+            generation.push(text(
+                "langfuse.observation.usage_details",
+                &serde_json::Value::Object(details).to_string(),
+            ));
+        }
+        if let Some(cost) = record.cost_usd {
+            generation.push(text(
+                "langfuse.observation.cost_details",
+                &serde_json::json!({ "total": cost }).to_string(),
+            ));
+            generation.push(KeyValue {
+                key: "gen_ai.usage.cost".into(),
+                value: Some(AnyValue {
+                    value: Some(AnyValueKind::DoubleValue(cost)),
+                }),
+                ..Default::default()
+            });
+        }
+        if let Some(first_token) = record.first_token_at {
+            generation.push(text(
+                "langfuse.observation.completion_start_time",
+                &first_token.to_rfc3339(),
+            ));
+        }
+        match record.outcome {
+            Outcome::Error => {
+                generation.push(text("langfuse.observation.level", "ERROR"));
+                let message = record.error.as_ref().map_or_else(String::new, |error| {
+                    format!("{}: {}", error.kind, error.message)
+                });
+                generation.push(text("langfuse.observation.status_message", &message));
+            }
+            Outcome::Cancelled => {
+                generation.push(text("langfuse.observation.level", "WARNING"));
+                generation.push(text(
+                    "langfuse.observation.status_message",
+                    "cancelled: the client disconnected",
+                ));
+            }
+            Outcome::Ok => generation.push(text("langfuse.observation.level", "DEFAULT")),
+        }
+
+        [
+            Span {
+                trace_id: trace_id.clone(),
+                span_id: root_id.clone(),
+                name: record.route.clone(),
+                kind: SpanKind::Server as i32,
+                start_time_unix_nano: record.started_at.0,
+                end_time_unix_nano: record.ended_at.0,
+                attributes: root,
+                status: Some(status.clone()),
+                ..Default::default()
+            },
+            Span {
+                trace_id,
+                span_id: record.derived_id::<8>("bff-generation").to_vec(),
+                parent_span_id: root_id,
+                name: format!("chat {}", record.model_requested),
+                kind: SpanKind::Client as i32,
+                start_time_unix_nano: record.started_at.0,
+                end_time_unix_nano: record.ended_at.0,
+                attributes: generation,
+                status: Some(status),
+                ..Default::default()
+            },
+        ]
+    }
+
+    async fn post(&self, records: &[&LlmRecord]) -> Result<(), ExportError> {
+        let body = self.encode(records).encode_to_vec();
+        let mut gzip = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
+        let compressed = gzip
+            .write_all(&body)
+            .and_then(|()| gzip.finish())
+            .map_err(|error| ExportError::Rejected {
+                reason: format!("langfuse: cannot compress the export: {error}"),
+            })?;
+        let response = self
+            .client
+            .post(self.config.endpoint.clone())
+            .headers(self.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+            .header(reqwest::header::CONTENT_ENCODING, "gzip")
+            .body(compressed)
+            .send()
+            .await
+            .map_err(|error| http::transport("langfuse", &error))?;
+        let status = response.status().as_u16();
+        if response.status().is_success() {
+            return Ok(());
+        }
+        let retry_after = http::retry_after(response.headers());
+        let body = response.bytes().await.unwrap_or_default();
+        Err(http::status_error("langfuse", status, retry_after, &body))
+    }
+}
+
+/// Packs records into exports no larger than [`MAX_EXPORT_BYTES`] (a single oversized record
+/// still goes alone).
+fn pack<'a>(sink: &LangfuseSink, records: &[&'a LlmRecord]) -> Vec<Vec<&'a LlmRecord>> {
+    let mut groups: Vec<Vec<&LlmRecord>> = Vec::new();
+    let mut size = 0;
+    for record in records {
+        let record_size: usize = sink
+            .spans(record)
+            .iter()
+            .map(prost::Message::encoded_len)
+            .sum();
+        match groups.last_mut() {
+            Some(group) if size + record_size <= MAX_EXPORT_BYTES => {
+                group.push(record);
+                size += record_size;
+            }
+            _ => {
+                groups.push(vec![record]);
+                size = record_size;
+            }
+        }
+    }
+    groups
+}
+
+#[async_trait]
+impl TelemetrySink for LangfuseSink {
+    fn name(&self) -> &str {
+        "langfuse"
+    }
+
+    async fn export(&self, batch: &[&LlmRecord]) -> Vec<Result<(), ExportError>> {
+        let mut results = Vec::with_capacity(batch.len());
+        for group in pack(self, batch) {
+            let result = self.post(&group).await;
+            results.extend(std::iter::repeat_n(result, group.len()));
+        }
+        results
+    }
+}
+
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Ok => "ok",
+        Outcome::Error => "error",
+        Outcome::Cancelled => "cancelled",
+    }
+}
+
+fn text(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(AnyValueKind::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn int(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(AnyValueKind::IntValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
+fn push_text(attributes: &mut Vec<KeyValue>, key: &str, value: Option<&str>) {
+    if let Some(value) = value.filter(|value| !value.is_empty()) {
+        attributes.push(text(key, value));
+    }
+}

@@ -1,0 +1,57 @@
+//! # bff-telemetry
+//!
+//! Records what every LLM request did and ships it to Langfuse and Helicone without slowing
+//! the request or losing the record; also owns logging setup. Knows nothing of HTTP servers,
+//! auth or LiteLLM, so any Rust service can use it.
+//!
+//! - [`LlmRecord`]: one value per request (ids, user, route, models, timings, outcome, usage,
+//!   cost, attempts, tags, input/output under a [`CapturePolicy`]).
+//! - [`Pipeline`]: `record()` is synchronous and non-blocking (a bounded queue per sink); a
+//!   worker per sink batches, exports, retries with jittered backoff or `Retry-After`, and
+//!   spools to disk what it cannot deliver, replaying it in order later (also after a
+//!   restart). `shutdown(deadline)` flushes, then spools the rest. [`SinkStats`] counts
+//!   everything: queued, exported, retried, spooled, replayed, rejected, dropped, last error.
+//! - [`TelemetrySink`]: the one trait behind [`LangfuseSink`] (OTLP/HTTP protobuf, gzip, to
+//!   `/api/public/otel/v1/traces`, or any OTLP collector) and [`HeliconeSink`] (async log).
+//! - [`init_logging`]: `tracing-subscriber` with `RUST_LOG`, JSON or pretty.
+//!
+//! ## Use from another service
+//! ```no_run
+//! use bff_telemetry::{LangfuseConfig, LangfuseSink, LlmRecord, Pipeline, PipelineConfig, Secret};
+//! use std::{sync::Arc, time::Duration};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let langfuse = LangfuseConfig::new(&"https://cloud.langfuse.com".parse()?, "pk-lf-…", &Secret::new("sk-lf-…"))?;
+//! let config = PipelineConfig { spool_dir: Some("/var/lib/bff/spool".into()), ..PipelineConfig::default() };
+//! let pipeline = Pipeline::start(config, vec![Arc::new(LangfuseSink::new(langfuse)?)])?;
+//!
+//! let mut record = LlmRecord::new("0af7651916cd43dd8448eb211c80319c", "req-1", "/v1/chat/completions", "gpt-4o-mini");
+//! record.user_id = Some("user-7".into());
+//! pipeline.record(record); // returns at once
+//!
+//! pipeline.shutdown(Duration::from_secs(5)).await; // flush; spool what is left
+//! # Ok(()) }
+//! ```
+
+mod counters;
+mod error;
+mod helicone;
+mod http;
+mod langfuse;
+mod logging;
+mod pipeline;
+mod record;
+mod secret;
+mod sink;
+mod spool;
+
+pub use counters::{SinkCounters, SinkStats};
+pub use error::TelemetryError;
+pub use helicone::{HeliconeConfig, HeliconeSink, helicone_request_id, log_body};
+pub use langfuse::{LangfuseConfig, LangfuseSink};
+pub use logging::{LogFormat, init_logging};
+pub use pipeline::{Pipeline, PipelineConfig};
+pub use record::{CapturePolicy, LlmRecord, Outcome, RecordError, TokenUsage, UnixNanos};
+pub use secret::Secret;
+pub use sink::{ExportError, TelemetrySink};
+pub use spool::{Segment, Spool, SpoolError};

@@ -1,0 +1,46 @@
+//! Logging setup: `tracing-subscriber` with an `EnvFilter` (`RUST_LOG` wins) and JSON or
+//! human-readable output.
+
+use crate::error::TelemetryError;
+use tracing_subscriber::EnvFilter;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    #[default]
+    Json,
+    /// Human-readable lines (development).
+    Pretty,
+}
+
+impl LogFormat {
+    /// Parses `json` or `pretty`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "json" => Some(Self::Json),
+            "pretty" | "text" => Some(Self::Pretty),
+            _ => None,
+        }
+    }
+}
+
+/// Installs the global subscriber. Call once, at start-up. `default_filter` (e.g. `info`)
+/// applies when `RUST_LOG` is unset.
+pub fn init_logging(format: LogFormat, default_filter: &str) -> Result<(), TelemetryError> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(directives),
+        _ => EnvFilter::try_new(default_filter),
+    }
+    .map_err(|error| TelemetryError::Logging(format!("invalid log filter: {error}")))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let installed = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+    installed.map_err(|error| TelemetryError::Logging(error.to_string()))
+}
