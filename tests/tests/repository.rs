@@ -29,24 +29,51 @@ fn documented_variables() -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn every_auth_variable_is_documented_in_env_example() {
-    let documented = documented_variables();
-    let missing: Vec<&str> = bff_auth::ENV_VARIABLES
+/// Every variable bff reads: its own and bff-auth's.
+fn variables_read() -> Vec<&'static str> {
+    let mut all: Vec<&str> = bff_api::settings::ENV_VARIABLES
         .into_iter()
-        .filter(|name| !documented.iter().any(|d| d == name))
+        .chain(bff_auth::ENV_VARIABLES)
         .collect();
-    assert!(missing.is_empty(), "not in .env.example: {missing:?}");
+    all.sort_unstable();
+    all.dedup();
+    all
 }
 
 #[test]
-fn every_auth_variable_is_in_the_readme_configuration_table() {
+fn every_variable_read_is_documented_in_env_example() {
+    let documented = documented_variables();
+    let missing: Vec<&str> = variables_read()
+        .into_iter()
+        .filter(|name| !documented.iter().any(|d| d == name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "read but not in .env.example: {missing:?}"
+    );
+}
+
+#[test]
+fn every_variable_read_is_in_the_readme_configuration_table() {
     let readme = read("README.md");
-    let missing: Vec<&str> = bff_auth::ENV_VARIABLES
+    let missing: Vec<&str> = variables_read()
         .into_iter()
         .filter(|name| !readme.contains(&format!("`{name}`")))
         .collect();
     assert!(missing.is_empty(), "not in README.md: {missing:?}");
+}
+
+#[test]
+fn env_example_documents_nothing_that_is_not_read() {
+    let read_by_bff = variables_read();
+    let stale: Vec<String> = documented_variables()
+        .into_iter()
+        .filter(|name| !read_by_bff.contains(&name.as_str()))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "in .env.example but never read: {stale:?}"
+    );
 }
 
 #[test]

@@ -1,0 +1,222 @@
+//! # bff-api
+//!
+//! bff's HTTP API on actix-web, wiring [`bff_auth`] (who is calling, RBAC),
+//! [`bff_providers`] (LiteLLM) and [`bff_telemetry`] (Langfuse, Helicone) together. The `bff`
+//! binary (`src/main.rs`) is a thin CLI over [`Application`].
+//!
+//! Middleware order and the public allow-list are documented in [`context`]; the route table
+//! and each route's permission in [`routes`]; errors in [`error`]; metrics in [`metrics`].
+
+pub mod context;
+pub mod error;
+pub mod metrics;
+pub mod observability;
+pub mod routes;
+pub mod settings;
+pub mod state;
+pub mod usage;
+
+use crate::context::{authenticate, request_context};
+use crate::metrics::Metrics;
+use crate::observability::Observability;
+use crate::settings::Settings;
+use crate::state::AppState;
+use crate::usage::UsageLedger;
+use actix_cors::Cors;
+use actix_web::dev::Server;
+use actix_web::middleware::{Condition, from_fn};
+use actix_web::{App, HttpServer, web};
+use base64::Engine as _;
+use bff_auth::{ConfigError, Gate};
+use bff_providers::{ClientBuildError, LiteLlm, LiteLlmClient, LiteLlmConfig};
+use bff_telemetry::{
+    HeliconeConfig, HeliconeSink, LangfuseConfig, LangfuseSink, Pipeline, PipelineConfig, Secret,
+    TelemetryError, TelemetrySink,
+};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why bff could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Auth settings or policy.
+    #[error(transparent)]
+    Auth(#[from] ConfigError),
+    /// The LiteLLM client.
+    #[error("LITELLM_URL / LITELLM_API_KEY: {0}")]
+    LiteLlm(#[from] ClientBuildError),
+    /// Telemetry sinks or spool.
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] TelemetryError),
+    /// Binding the listen address.
+    #[error("BFF_BIND: cannot listen: {0}")]
+    Bind(std::io::Error),
+    /// An HTTP client could not be built.
+    #[error("cannot build an HTTP client: {0}")]
+    Http(String),
+}
+
+/// A built, bound, not yet running bff.
+pub struct Application {
+    server: Server,
+    port: u16,
+    telemetry: Arc<Pipeline>,
+    telemetry_deadline: Duration,
+}
+
+impl Application {
+    /// Builds everything from settings and binds `settings.bind` (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let mut config = LiteLlmConfig::new(
+            settings.litellm.url.clone(),
+            settings.litellm.api_key.clone(),
+        );
+        config.connect_timeout = settings.litellm.connect_timeout;
+        config.first_byte_timeout = settings.litellm.first_byte_timeout;
+        config.request_timeout = settings.request_timeout;
+        config.stream_idle_timeout = settings.litellm.stream_idle_timeout;
+        config.max_attempts = settings.litellm.max_attempts;
+        let litellm: Arc<dyn LiteLlm> = Arc::new(LiteLlmClient::new(config)?);
+        Self::build_with(settings, litellm).await
+    }
+
+    /// Like [`Self::build`], with a given LiteLLM (tests pass a mock).
+    pub async fn build_with(
+        settings: Settings,
+        litellm: Arc<dyn LiteLlm>,
+    ) -> Result<Self, StartupError> {
+        for warning in settings.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let gate = Gate::from_settings(&settings.auth)?;
+        let telemetry = Arc::new(Pipeline::start(
+            pipeline_config(&settings),
+            sinks(&settings)?,
+        )?);
+        let observability = Observability::new(
+            settings.auth.openwebui_url.clone(),
+            settings.langfuse.as_ref().map(|langfuse| {
+                let credentials = base64::engine::general_purpose::STANDARD.encode(format!(
+                    "{}:{}",
+                    langfuse.public_key,
+                    langfuse.secret_key.expose()
+                ));
+                (
+                    langfuse.host.clone(),
+                    Secret::new(format!("Basic {credentials}")),
+                )
+            }),
+            settings
+                .helicone
+                .as_ref()
+                .map(|helicone| (helicone.api_url.clone(), helicone.api_key.clone())),
+        )
+        .map_err(|error| StartupError::Http(error.to_string()))?;
+        let state = web::Data::new(AppState {
+            litellm,
+            gate: gate.clone(),
+            telemetry: Arc::clone(&telemetry),
+            metrics: Metrics::default(),
+            usage: UsageLedger::default(),
+            observability,
+            request_timeout: settings.request_timeout,
+            environment: settings
+                .langfuse
+                .as_ref()
+                .and_then(|l| l.environment.clone()),
+            max_body_bytes: settings.max_body_bytes,
+            metrics_require_auth: settings.metrics_require_auth,
+        });
+
+        let listener = TcpListener::bind(settings.bind).map_err(StartupError::Bind)?;
+        let port = listener.local_addr().map_err(StartupError::Bind)?.port();
+        let origins = settings.cors_allowed_origins.clone();
+        let max_body = settings.max_body_bytes;
+        let metrics_require_auth = settings.metrics_require_auth;
+        tracing::info!(port, "bff configuration: {settings}");
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(gate.clone())
+                .app_data(web::PayloadConfig::new(max_body))
+                .app_data(web::QueryConfig::default())
+                // Innermost first; the order, outermost first, is documented in `context`.
+                .wrap(from_fn(authenticate))
+                .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
+                .wrap(from_fn(request_context))
+                .configure(|config| routes::configure(config, &gate, metrics_require_auth))
+        })
+        .listen(listener)
+        .map_err(StartupError::Bind)?
+        .shutdown_timeout(settings.shutdown_grace.as_secs())
+        .run();
+        Ok(Self {
+            server,
+            port,
+            telemetry,
+            telemetry_deadline: settings.telemetry.shutdown_deadline,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT/SIGTERM: then stops accepting, lets in-flight requests and streams
+    /// finish within `SHUTDOWN_GRACE_SECONDS`, and flushes telemetry within
+    /// `TELEMETRY_SHUTDOWN_SECONDS` (spooling what is left).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let served = self.server.await;
+        tracing::info!("server stopped; flushing telemetry");
+        let stats = self.telemetry.shutdown(self.telemetry_deadline).await;
+        for sink in stats {
+            tracing::info!(sink = %sink.sink, exported = sink.exported, spooled = sink.spooled, dropped = sink.dropped, "telemetry flushed");
+        }
+        served
+    }
+}
+
+fn pipeline_config(settings: &Settings) -> PipelineConfig {
+    PipelineConfig {
+        batch_size: settings.telemetry.batch_size,
+        flush_interval: settings.telemetry.flush_interval,
+        spool_dir: settings.telemetry.spool_dir.clone(),
+        spool_max_bytes: settings.telemetry.spool_max_bytes,
+        capture: settings.telemetry.capture,
+        ..PipelineConfig::default()
+    }
+}
+
+fn sinks(settings: &Settings) -> Result<Vec<Arc<dyn TelemetrySink>>, StartupError> {
+    let mut sinks: Vec<Arc<dyn TelemetrySink>> = Vec::new();
+    if let Some(langfuse) = &settings.langfuse {
+        let mut config =
+            LangfuseConfig::new(&langfuse.host, &langfuse.public_key, &langfuse.secret_key)?;
+        config.environment.clone_from(&langfuse.environment);
+        sinks.push(Arc::new(LangfuseSink::new(config)?));
+    }
+    if let Some(helicone) = &settings.helicone {
+        let config = HeliconeConfig::new(&helicone.log_url, helicone.api_key.clone())?;
+        sinks.push(Arc::new(HeliconeSink::new(config)?));
+    }
+    Ok(sinks)
+}
+
+fn cors(origins: &[String]) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "POST", "OPTIONS"])
+        .allowed_headers([
+            "authorization",
+            "content-type",
+            "x-request-id",
+            "traceparent",
+        ])
+        .expose_headers(["x-request-id"])
+        .max_age(600);
+    for origin in origins {
+        cors = cors.allowed_origin(origin);
+    }
+    cors
+}

@@ -1,0 +1,595 @@
+//! Reading the observability backends for `/ready` and `/observability/*`: dependency
+//! health, recent traces and usage from Langfuse (v2 APIs, falling back to v1 on 404), in
+//! stable shapes of bff's own (not Langfuse's raw payloads).
+
+use crate::error::ApiError;
+use crate::usage::{UsageRow, UsageTotals};
+use bff_telemetry::Secret;
+use reqwest::StatusCode;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::time::Instant;
+use url::Url;
+
+/// Most items per traces page.
+pub const MAX_PAGE: u32 = 100;
+
+/// Health of one dependency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DependencyStatus {
+    /// `litellm`, `openwebui`, `langfuse`, `helicone`.
+    pub name: &'static str,
+    /// `up`, `down` or `not_configured`.
+    pub status: &'static str,
+    /// Round-trip time of the check.
+    pub latency_ms: Option<u64>,
+    /// What went wrong, when down.
+    pub detail: Option<String>,
+}
+
+impl DependencyStatus {
+    /// A dependency that is not configured.
+    pub fn not_configured(name: &'static str) -> Self {
+        Self {
+            name,
+            status: "not_configured",
+            latency_ms: None,
+            detail: None,
+        }
+    }
+
+    /// A finished check.
+    pub fn checked(name: &'static str, started: Instant, result: Result<(), String>) -> Self {
+        let latency_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        match result {
+            Ok(()) => Self {
+                name,
+                status: "up",
+                latency_ms,
+                detail: None,
+            },
+            Err(detail) => Self {
+                name,
+                status: "down",
+                latency_ms,
+                detail: Some(detail),
+            },
+        }
+    }
+
+    /// Whether it is usable (up, or not needed).
+    pub fn is_down(&self) -> bool {
+        self.status == "down"
+    }
+}
+
+/// One trace (a generation observation, or a v1 trace) as the monitoring page shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TraceItem {
+    /// Trace id.
+    pub trace_id: Option<String>,
+    /// Observation id (v2 only).
+    pub observation_id: Option<String>,
+    /// Name.
+    pub name: Option<String>,
+    /// User.
+    pub user_id: Option<String>,
+    /// Session / chat.
+    pub session_id: Option<String>,
+    /// Model.
+    pub model: Option<String>,
+    /// Start (RFC 3339).
+    pub start_time: Option<String>,
+    /// End (RFC 3339).
+    pub end_time: Option<String>,
+    /// Latency in milliseconds.
+    pub latency_ms: Option<f64>,
+    /// Time to first token in milliseconds.
+    pub time_to_first_token_ms: Option<f64>,
+    /// Input tokens.
+    pub input_tokens: Option<u64>,
+    /// Output tokens.
+    pub output_tokens: Option<u64>,
+    /// Total tokens.
+    pub total_tokens: Option<u64>,
+    /// Cost in USD.
+    pub cost_usd: Option<f64>,
+    /// `DEFAULT`, `WARNING`, `ERROR`, …
+    pub level: Option<String>,
+    /// Status message (errors).
+    pub status_message: Option<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+}
+
+/// A page of traces.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TracePage {
+    /// The traces, newest first.
+    pub data: Vec<TraceItem>,
+    /// Pass back as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+    /// `langfuse-v2` or `langfuse-v1`.
+    pub source: &'static str,
+}
+
+/// Usage over a range.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageReport {
+    /// First day (`YYYY-MM-DD`).
+    pub from: String,
+    /// Last day (`YYYY-MM-DD`).
+    pub to: String,
+    /// The user the report is limited to, if any.
+    pub user_id: Option<String>,
+    /// `langfuse-v2`, `langfuse-v1` or `bff` (in-process, since start).
+    pub source: &'static str,
+    /// Per day and model.
+    pub rows: Vec<UsageRow>,
+    /// Sum of the rows.
+    pub totals: UsageTotals,
+}
+
+/// What the traces route asks for.
+#[derive(Debug, Clone, Default)]
+pub struct TraceFilter {
+    /// Limit to this user.
+    pub user_id: Option<String>,
+    /// Items per page (1..=100).
+    pub limit: u32,
+    /// Cursor from a previous page.
+    pub cursor: Option<String>,
+    /// Start of the range (RFC 3339).
+    pub from: Option<String>,
+    /// End of the range (RFC 3339).
+    pub to: Option<String>,
+}
+
+/// Clients for the backends bff reads.
+pub struct Observability {
+    http: reqwest::Client,
+    /// Open WebUI base URL.
+    pub openwebui: Option<Url>,
+    langfuse: Option<(Url, Secret)>,
+    helicone: Option<(Url, Secret)>,
+}
+
+impl Observability {
+    /// Builds the readers; `langfuse` is `(host, Basic credentials)`, `helicone` is
+    /// `(query API URL, key)`.
+    pub fn new(
+        openwebui: Option<Url>,
+        langfuse: Option<(Url, Secret)>,
+        helicone: Option<(Url, Secret)>,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(3))
+            .build()?;
+        Ok(Self {
+            http,
+            openwebui,
+            langfuse,
+            helicone,
+        })
+    }
+
+    /// Whether Langfuse is configured.
+    pub fn has_langfuse(&self) -> bool {
+        self.langfuse.is_some()
+    }
+
+    fn join(base: &Url, path: &str) -> String {
+        format!("{}/{path}", base.as_str().trim_end_matches('/'))
+    }
+
+    async fn probe(
+        &self,
+        request: reqwest::RequestBuilder,
+        expect: impl Fn(&Value) -> bool,
+    ) -> Result<(), String> {
+        let response = request.send().await.map_err(|error| {
+            if error.is_timeout() {
+                "timed out".to_owned()
+            } else {
+                "unreachable".to_owned()
+            }
+        })?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(format!("HTTP {}", status.as_u16()));
+        }
+        if expect(&body) {
+            Ok(())
+        } else {
+            Err(format!(
+                "unexpected answer: {}",
+                truncate(&body.to_string())
+            ))
+        }
+    }
+
+    /// Open WebUI's `/health`.
+    pub async fn openwebui_health(&self) -> DependencyStatus {
+        let Some(url) = &self.openwebui else {
+            return DependencyStatus::not_configured("openwebui");
+        };
+        let started = Instant::now();
+        let result = self
+            .probe(self.http.get(Self::join(url, "health")), |_| true)
+            .await;
+        DependencyStatus::checked("openwebui", started, result)
+    }
+
+    /// Langfuse's `/api/public/health` (no auth).
+    pub async fn langfuse_health(&self) -> DependencyStatus {
+        let Some((host, _)) = &self.langfuse else {
+            return DependencyStatus::not_configured("langfuse");
+        };
+        let started = Instant::now();
+        let result = self
+            .probe(
+                self.http.get(Self::join(host, "api/public/health")),
+                |body| body.get("status").and_then(Value::as_str) == Some("OK"),
+            )
+            .await;
+        DependencyStatus::checked("langfuse", started, result)
+    }
+
+    /// Helicone has no health route on its cloud: an authenticated one-minute
+    /// `totalRequests` query is the check (`error: null` means up).
+    pub async fn helicone_health(&self) -> DependencyStatus {
+        let Some((api, key)) = &self.helicone else {
+            return DependencyStatus::not_configured("helicone");
+        };
+        let started = Instant::now();
+        let now = std::time::SystemTime::now();
+        let minute_ago = now - Duration::from_secs(60);
+        let body = json!({"filter": "all", "timeFilter": {
+            "start": humantime::format_rfc3339_seconds(minute_ago).to_string(),
+            "end": humantime::format_rfc3339_seconds(now).to_string()}});
+        let request = self
+            .http
+            .post(Self::join(api, "v1/metrics/totalRequests"))
+            .bearer_auth(key.expose())
+            .json(&body);
+        let result = self
+            .probe(request, |body| {
+                body.get("error").is_some_and(Value::is_null)
+            })
+            .await;
+        DependencyStatus::checked("helicone", started, result)
+    }
+
+    async fn langfuse_get(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Option<Value>, ApiError> {
+        let Some((host, credentials)) = &self.langfuse else {
+            return Err(ApiError::NotConfigured(
+                "Langfuse is not configured: set LANGFUSE_HOST, LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY",
+            ));
+        };
+        let failed = |reason: String| ApiError::Dependency {
+            dependency: "langfuse",
+            reason,
+        };
+        let response = self
+            .http
+            .get(Self::join(host, path))
+            .header(reqwest::header::AUTHORIZATION, credentials.expose())
+            .query(query)
+            .send()
+            .await
+            .map_err(|error| {
+                failed(if error.is_timeout() {
+                    "timed out".into()
+                } else {
+                    "unreachable".into()
+                })
+            })?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None); // this API is not served here: the caller falls back
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|_| failed("the answer could not be read".into()))?;
+        if !status.is_success() {
+            return Err(failed(format!(
+                "{path} answered HTTP {}: {}",
+                status.as_u16(),
+                truncate(&String::from_utf8_lossy(&body))
+            )));
+        }
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|_| failed(format!("{path} answered something that is not JSON")))
+    }
+
+    /// Recent traces: v2 observations (generations), or v1 traces when v2 is not served.
+    pub async fn traces(&self, filter: &TraceFilter) -> Result<TracePage, ApiError> {
+        let page_cursor = filter
+            .cursor
+            .as_deref()
+            .and_then(|c| c.strip_prefix("page:"));
+        if page_cursor.is_none() {
+            let mut query = vec![
+                ("type", "GENERATION".to_owned()),
+                ("limit", filter.limit.to_string()),
+                ("fields", "core,basic,time,model,usage,metrics".to_owned()),
+            ];
+            push(&mut query, "userId", filter.user_id.as_ref());
+            push(&mut query, "cursor", filter.cursor.as_ref());
+            push(&mut query, "fromStartTime", filter.from.as_ref());
+            push(&mut query, "toStartTime", filter.to.as_ref());
+            if let Some(body) = self
+                .langfuse_get("api/public/v2/observations", &query)
+                .await?
+            {
+                return Ok(TracePage {
+                    data: items(&body).iter().map(observation_item).collect(),
+                    next_cursor: body
+                        .pointer("/meta/cursor")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    source: "langfuse-v2",
+                });
+            }
+        }
+        let page: u32 = page_cursor.and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
+        let mut query = vec![
+            ("page", page.to_string()),
+            ("limit", filter.limit.to_string()),
+            ("orderBy", "timestamp.desc".to_owned()),
+            ("fields", "core,metrics".to_owned()),
+        ];
+        push(&mut query, "userId", filter.user_id.as_ref());
+        push(&mut query, "fromTimestamp", filter.from.as_ref());
+        push(&mut query, "toTimestamp", filter.to.as_ref());
+        let body = self
+            .langfuse_get("api/public/traces", &query)
+            .await?
+            .ok_or_else(|| ApiError::Dependency {
+                dependency: "langfuse",
+                reason: "neither /api/public/v2/observations nor /api/public/traces is served"
+                    .into(),
+            })?;
+        let total_pages = body
+            .pointer("/meta/totalPages")
+            .and_then(number)
+            .unwrap_or(0.0);
+        Ok(TracePage {
+            data: items(&body).iter().map(trace_item).collect(),
+            next_cursor: (f64::from(page) < total_pages).then(|| format!("page:{}", page + 1)),
+            source: "langfuse-v1",
+        })
+    }
+
+    /// Usage per day and model: v2 metrics, or v1 daily metrics when v2 is not served.
+    /// `from`/`to` are RFC 3339 instants bounding whole days `from_day..=to_day`.
+    pub async fn usage(
+        &self,
+        (from_day, to_day): (&str, &str),
+        (from, to): (&str, &str),
+        user: Option<&str>,
+    ) -> Result<(Vec<UsageRow>, &'static str), ApiError> {
+        let mut filters = vec![
+            json!({"column": "type", "operator": "=", "value": "GENERATION", "type": "string"}),
+        ];
+        if let Some(user) = user {
+            filters.push(
+                json!({"column": "userId", "operator": "=", "value": user, "type": "string"}),
+            );
+        }
+        let query = json!({
+            "view": "observations",
+            "dimensions": [{"field": "providedModelName"}],
+            "metrics": [
+                {"measure": "count", "aggregation": "count"},
+                {"measure": "inputTokens", "aggregation": "sum"},
+                {"measure": "outputTokens", "aggregation": "sum"},
+                {"measure": "totalTokens", "aggregation": "sum"},
+                {"measure": "totalCost", "aggregation": "sum"}
+            ],
+            "filters": filters,
+            "timeDimension": {"granularity": "day"},
+            "fromTimestamp": from, "toTimestamp": to,
+            "config": {"row_limit": 1000}
+        });
+        if let Some(body) = self
+            .langfuse_get("api/public/v2/metrics", &[("query", query.to_string())])
+            .await?
+        {
+            let mut rows: Vec<UsageRow> = items(&body)
+                .iter()
+                .map(|row| UsageRow {
+                    day: row
+                        .get("time_dimension")
+                        .and_then(Value::as_str)
+                        .unwrap_or(from_day)
+                        .chars()
+                        .take(10)
+                        .collect(),
+                    model: row
+                        .get("providedModelName")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown")
+                        .to_owned(),
+                    totals: UsageTotals {
+                        requests: count(row.get("count_count")),
+                        errors: 0,
+                        input_tokens: count(row.get("sum_inputTokens")),
+                        output_tokens: count(row.get("sum_outputTokens")),
+                        total_tokens: count(row.get("sum_totalTokens")),
+                        cost_usd: row.get("sum_totalCost").and_then(number).unwrap_or(0.0),
+                    },
+                })
+                .collect();
+            rows.sort_by(|a, b| (&a.day, &a.model).cmp(&(&b.day, &b.model)));
+            return Ok((rows, "langfuse-v2"));
+        }
+        let mut query = vec![
+            ("fromTimestamp", from.to_owned()),
+            ("toTimestamp", to.to_owned()),
+            ("limit", "100".to_owned()),
+        ];
+        if let Some(user) = user {
+            query.push(("userId", user.to_owned()));
+        }
+        let body = self
+            .langfuse_get("api/public/metrics/daily", &query)
+            .await?
+            .ok_or_else(|| ApiError::Dependency {
+                dependency: "langfuse",
+                reason: "neither /api/public/v2/metrics nor /api/public/metrics/daily is served"
+                    .into(),
+            })?;
+        let mut rows = Vec::new();
+        for day in items(&body) {
+            let date: String = day
+                .get("date")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .chars()
+                .take(10)
+                .collect();
+            if date.as_str() < from_day || date.as_str() > to_day {
+                continue;
+            }
+            for usage in day
+                .get("usage")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                rows.push(UsageRow {
+                    day: date.clone(),
+                    model: usage
+                        .get("model")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown")
+                        .to_owned(),
+                    totals: UsageTotals {
+                        requests: count(usage.get("countObservations")),
+                        errors: 0,
+                        input_tokens: count(usage.get("inputUsage")),
+                        output_tokens: count(usage.get("outputUsage")),
+                        total_tokens: count(usage.get("totalUsage")),
+                        cost_usd: usage.get("totalCost").and_then(number).unwrap_or(0.0),
+                    },
+                });
+            }
+        }
+        rows.sort_by(|a, b| (&a.day, &a.model).cmp(&(&b.day, &b.model)));
+        Ok((rows, "langfuse-v1"))
+    }
+}
+
+fn push(query: &mut Vec<(&'static str, String)>, key: &'static str, value: Option<&String>) {
+    if let Some(value) = value.filter(|value| !value.is_empty()) {
+        query.push((key, value.clone()));
+    }
+}
+
+fn items(body: &Value) -> Vec<Value> {
+    body.get("data")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Numbers Langfuse may send as JSON strings (ClickHouse 64-bit counts).
+fn number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(number) => number.as_f64(),
+        Value::String(text) => text.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn count(value: Option<&Value>) -> u64 {
+    value.and_then(number).map_or(0, |n| n.max(0.0) as u64)
+}
+
+fn text(value: &Value, key: &str) -> Option<String> {
+    value.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(200).collect()
+}
+
+fn observation_item(observation: &Value) -> TraceItem {
+    let usage = observation.get("usageDetails");
+    let usage_of = |key: &str| {
+        usage
+            .and_then(|u| u.get(key))
+            .and_then(number)
+            .map(|n| n as u64)
+    };
+    TraceItem {
+        trace_id: text(observation, "traceId"),
+        observation_id: text(observation, "id"),
+        name: text(observation, "traceName").or_else(|| text(observation, "name")),
+        user_id: text(observation, "userId"),
+        session_id: text(observation, "sessionId"),
+        model: text(observation, "providedModelName"),
+        start_time: text(observation, "startTime"),
+        end_time: text(observation, "endTime"),
+        latency_ms: observation
+            .get("latency")
+            .and_then(number)
+            .map(|s| s * 1000.0),
+        time_to_first_token_ms: observation
+            .get("timeToFirstToken")
+            .and_then(number)
+            .map(|s| s * 1000.0),
+        input_tokens: usage_of("input"),
+        output_tokens: usage_of("output"),
+        total_tokens: usage_of("total"),
+        cost_usd: observation.get("totalCost").and_then(number),
+        level: text(observation, "level"),
+        status_message: text(observation, "statusMessage"),
+        tags: tags(observation),
+    }
+}
+
+fn trace_item(trace: &Value) -> TraceItem {
+    TraceItem {
+        trace_id: text(trace, "id"),
+        name: text(trace, "name"),
+        user_id: text(trace, "userId"),
+        session_id: text(trace, "sessionId"),
+        start_time: text(trace, "timestamp"),
+        // v1 reports latency in seconds and -1 when not computed.
+        latency_ms: trace
+            .get("latency")
+            .and_then(number)
+            .filter(|s| *s >= 0.0)
+            .map(|s| s * 1000.0),
+        cost_usd: trace
+            .get("totalCost")
+            .and_then(number)
+            .filter(|c| *c >= 0.0),
+        tags: tags(trace),
+        ..TraceItem::default()
+    }
+}
+
+fn tags(value: &Value) -> Vec<String> {
+    value
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|tags| {
+            tags.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}

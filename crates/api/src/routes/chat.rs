@@ -1,0 +1,320 @@
+//! `POST /chat/completions`, `POST /v1/chat/completions` (honour `stream`) and
+//! `POST /chat/stream` (always streams).
+
+use crate::context::{RequestInfo, UpstreamWait};
+use crate::error::ApiError;
+use crate::state::AppState;
+use actix_web::http::header;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use bff_auth::Identity;
+use bff_providers::{ChatRequest, ChatStream, ProviderError, RequestContext, StreamSummary, Usage};
+use bff_telemetry::{LlmRecord, Outcome, RecordError, TokenUsage, UnixNanos};
+use bytes::Bytes;
+use futures_util::Stream;
+use serde_json::Value;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+use tokio::time::Instant;
+
+/// Chat completion; streams when the body says `"stream": true`.
+pub async fn completions(
+    request: HttpRequest,
+    body: web::Bytes,
+    identity: Identity,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let chat = parse(&body)?;
+    let stream = chat.stream == Some(true);
+    handle(request, identity, state.into_inner(), chat, stream).await
+}
+
+/// Always-streaming chat.
+pub async fn stream(
+    request: HttpRequest,
+    body: web::Bytes,
+    identity: Identity,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let chat = parse(&body)?;
+    handle(request, identity, state.into_inner(), chat, true).await
+}
+
+/// Parses and validates the body, naming what is wrong.
+fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "the request body is empty; send a JSON chat completion request",
+            None,
+        ));
+    }
+    let chat: ChatRequest = serde_json::from_slice(body).map_err(|error| {
+        ApiError::bad_request(
+            format!("the request body is not a valid chat completion request: {error}"),
+            None,
+        )
+    })?;
+    if chat.model.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "`model` must not be empty",
+            Some("model"),
+        ));
+    }
+    if chat.messages.is_empty() {
+        return Err(ApiError::bad_request(
+            "`messages` must contain at least one message",
+            Some("messages"),
+        ));
+    }
+    Ok(chat)
+}
+
+async fn handle(
+    request: HttpRequest,
+    identity: Identity,
+    state: Arc<AppState>,
+    chat: ChatRequest,
+    stream: bool,
+) -> Result<HttpResponse, ApiError> {
+    if !state
+        .gate
+        .policy()
+        .allows_model(identity.role.as_deref(), &chat.model)
+    {
+        return Err(ApiError::ModelNotAllowed(chat.model));
+    }
+    let info = RequestInfo::of(&request);
+    let route = request
+        .match_pattern()
+        .unwrap_or_else(|| request.path().to_owned());
+    let context = RequestContext {
+        request_id: info.request_id.clone(),
+        trace_id: info.trace_id.clone(),
+        user_id: Some(identity.user_id.clone()),
+        session_id: identity.chat_id.clone(),
+        tags: vec!["bff".into(), format!("route:{route}")],
+        deadline: Some(info.started + state.request_timeout),
+    };
+    let mut record = LlmRecord::new(
+        info.trace_id.as_str(),
+        &info.request_id,
+        &route,
+        &chat.model,
+    );
+    record.user_id = Some(identity.user_id.clone());
+    record.role = identity.role.clone();
+    record.session_id = identity.chat_id.clone();
+    record.environment = state.environment.clone();
+    record.stream = stream;
+    record.started_at = UnixNanos::from(info.started_at);
+    record.tags = context.tags.clone();
+    record.input = serde_json::to_value(&chat.messages).ok();
+
+    let waiting = Instant::now();
+    if !stream {
+        let result = state.litellm.chat(&context, chat).await;
+        request
+            .extensions_mut()
+            .insert(UpstreamWait(waiting.elapsed()));
+        return match result {
+            Ok(completion) => {
+                let usage = completion.response.usage.as_ref();
+                record.model_served = completion
+                    .response
+                    .model
+                    .clone()
+                    .or_else(|| completion.meta.model_group.clone());
+                record.usage = usage.map(token_usage);
+                record.cost_usd = completion
+                    .meta
+                    .cost_usd
+                    .or_else(|| usage.and_then(|u| u.cost));
+                record.upstream_call_id = completion.meta.call_id.clone();
+                record.attempts = completion.meta.attempts;
+                record.output = completion.response.output_text();
+                record.finish_reason = completion.response.finish_reason().map(str::to_owned);
+                record.ended_at = UnixNanos::now();
+                finish(&state, record);
+                Ok(HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(completion.raw))
+            }
+            Err(error) => Err(failed(&state, record, error)),
+        };
+    }
+
+    let result = state.litellm.chat_stream(&context, chat).await;
+    request
+        .extensions_mut()
+        .insert(UpstreamWait(waiting.elapsed()));
+    match result {
+        Ok(upstream) => {
+            record.upstream_call_id = upstream.meta().call_id.clone();
+            record.attempts = upstream.meta().attempts;
+            let relay = Relay {
+                upstream,
+                pending: Some(Pending {
+                    state,
+                    record,
+                    started: info.started,
+                    started_at: info.started_at,
+                }),
+                request_id: info.request_id,
+            };
+            Ok(HttpResponse::Ok()
+                .content_type("text/event-stream")
+                .insert_header((header::CACHE_CONTROL, "no-cache"))
+                .insert_header(("x-accel-buffering", "no"))
+                .streaming(relay))
+        }
+        Err(error) => Err(failed(&state, record, error)),
+    }
+}
+
+/// Records a failed call and turns it into the API error.
+fn failed(state: &AppState, mut record: LlmRecord, error: ProviderError) -> ApiError {
+    state.metrics.upstream_error(error.kind.label());
+    record.attempts = error.attempts;
+    record.upstream_call_id = error.call_id.clone();
+    let api_error = ApiError::Provider(error);
+    record.outcome = Outcome::Error;
+    record.error = Some(record_error(&api_error));
+    record.ended_at = UnixNanos::now();
+    finish(state, record);
+    api_error
+}
+
+fn record_error(error: &ApiError) -> RecordError {
+    use actix_web::ResponseError as _;
+    let body = error.body();
+    RecordError {
+        kind: body
+            .pointer("/error/code")
+            .and_then(Value::as_str)
+            .unwrap_or("error")
+            .to_owned(),
+        message: error.to_string(),
+        status: Some(error.status_code().as_u16()),
+    }
+}
+
+/// Hands a finished record to telemetry and the usage ledger (both non-blocking).
+fn finish(state: &AppState, record: LlmRecord) {
+    state.usage.add(&record);
+    state.telemetry.record(record);
+}
+
+/// Token counts, with the `*_details` objects flattened.
+fn token_usage(usage: &Usage) -> TokenUsage {
+    let details = usage
+        .extra
+        .values()
+        .filter_map(Value::as_object)
+        .flat_map(|fields| fields.iter())
+        .filter_map(|(key, value)| value.as_u64().map(|count| (key.clone(), count)))
+        .collect();
+    TokenUsage {
+        input: usage.prompt_tokens,
+        output: usage.completion_tokens,
+        total: usage.total_tokens,
+        details,
+    }
+}
+
+/// What a stream still has to record when it ends, however it ends.
+struct Pending {
+    state: Arc<AppState>,
+    record: LlmRecord,
+    started: Instant,
+    started_at: SystemTime,
+}
+
+impl Pending {
+    fn complete(mut self, outcome: Outcome, error: Option<RecordError>, summary: &StreamSummary) {
+        let record = &mut self.record;
+        record.outcome = outcome;
+        record.error = error;
+        record.model_served.clone_from(&summary.model);
+        record.usage = summary.usage.as_ref().map(token_usage);
+        record.cost_usd = summary.usage.as_ref().and_then(|usage| usage.cost);
+        record.output = Some(summary.output_text.clone());
+        record.finish_reason.clone_from(&summary.finish_reason);
+        if let Some(first) = summary.first_output_at {
+            let after = first.saturating_duration_since(self.started);
+            record.first_token_at = Some(UnixNanos::from(self.started_at + after));
+            self.state
+                .metrics
+                .time_to_first_token(&record.model_requested, after);
+        }
+        record.ended_at = UnixNanos::now();
+        finish(&self.state, self.record);
+    }
+}
+
+/// The response body of a streaming chat: LiteLLM's events, byte for byte, as they arrive.
+/// On an upstream failure after the first byte it sends one final OpenAI-shaped
+/// `data: {"error":…}` event and ends. Telemetry is recorded when the stream ends, fails, or
+/// is dropped because the client went away (which also drops, and so closes, the upstream
+/// request).
+struct Relay {
+    upstream: ChatStream,
+    pending: Option<Pending>,
+    request_id: String,
+}
+
+impl Stream for Relay {
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.pending.is_none() {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.upstream).poll_next(cx) {
+            Poll::Ready(Some(Ok(event))) => Poll::Ready(Some(Ok(event.bytes))),
+            Poll::Ready(Some(Err(error))) => {
+                let api_error = ApiError::Provider(error);
+                if let Some(pending) = this.pending.take() {
+                    if let ApiError::Provider(error) = &api_error {
+                        pending.state.metrics.upstream_error(error.kind.label());
+                    }
+                    pending.complete(
+                        Outcome::Error,
+                        Some(record_error(&api_error)),
+                        this.upstream.summary(),
+                    );
+                }
+                let mut body = api_error.body();
+                if let Some(error) = body.get_mut("error").and_then(Value::as_object_mut) {
+                    error.insert("request_id".into(), this.request_id.clone().into());
+                }
+                Poll::Ready(Some(Ok(Bytes::from(format!("data: {body}\n\n")))))
+            }
+            Poll::Ready(None) => {
+                if let Some(pending) = this.pending.take() {
+                    pending.complete(Outcome::Ok, None, this.upstream.summary());
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            tracing::info!(request_id = %self.request_id, "client disconnected mid-stream; upstream request closed");
+            pending.complete(
+                Outcome::Cancelled,
+                Some(RecordError {
+                    kind: "cancelled".into(),
+                    message: "the client disconnected before the stream ended".into(),
+                    status: None,
+                }),
+                self.upstream.summary(),
+            );
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! The route table. Every route requires an authenticated caller (see [`crate::context`])
+//! except the public allow-list; the permission each needs is written next to it.
+
+pub mod chat;
+pub mod observability;
+pub mod ops;
+
+use actix_web::middleware::Condition;
+use actix_web::web;
+use bff_auth::{Gate, Permission};
+
+/// Registers every route.
+pub fn configure(config: &mut web::ServiceConfig, gate: &Gate, metrics_require_auth: bool) {
+    config
+        .route("/health", web::get().to(ops::health)) // public
+        .route("/ready", web::get().to(ops::ready)) // public
+        .service(
+            web::resource("/metrics") // public unless METRICS_REQUIRE_AUTH
+                .wrap(Condition::new(
+                    metrics_require_auth,
+                    gate.require(Permission::Metrics),
+                ))
+                .route(web::get().to(ops::metrics)),
+        )
+        .service(
+            web::resource("/chat/completions")
+                .wrap(gate.require(Permission::Chat))
+                .route(web::post().to(chat::completions)),
+        )
+        .service(
+            web::resource("/chat/stream")
+                .wrap(gate.require(Permission::Chat))
+                .route(web::post().to(chat::stream)),
+        )
+        .service(
+            web::resource("/v1/chat/completions")
+                .wrap(gate.require(Permission::Chat))
+                .route(web::post().to(chat::completions)),
+        )
+        .service(
+            web::resource("/v1/models")
+                .wrap(gate.require(Permission::Models))
+                .route(web::get().to(ops::models)),
+        )
+        .service(
+            web::scope("/observability")
+                // Own data; `observability:all` widens traces and usage to every user.
+                .wrap(gate.require(Permission::ObservabilityOwn))
+                .route("/health", web::get().to(observability::health))
+                .route("/traces", web::get().to(observability::traces))
+                .route("/usage", web::get().to(observability::usage)),
+        );
+}

@@ -1,0 +1,182 @@
+//! `GET /observability/health`, `/observability/traces`, `/observability/usage`.
+//!
+//! Scoping: a caller with `observability:all` may pass `user_id` (or none, for everyone);
+//! anyone else only ever sees their own user id, whatever they ask for.
+
+use crate::error::ApiError;
+use crate::observability::{MAX_PAGE, TraceFilter, UsageReport};
+use crate::routes::ops::litellm_status;
+use crate::state::AppState;
+use crate::usage::{UsageTotals, day_of};
+use actix_web::{HttpResponse, web};
+use bff_auth::{Identity, Permission};
+use bff_telemetry::UnixNanos;
+use serde::Deserialize;
+use serde_json::json;
+use std::time::{Duration, SystemTime};
+
+/// Query of `/observability/traces`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracesQuery {
+    /// Whose traces (admins only; others always get their own).
+    user_id: Option<String>,
+    /// Page size, 1..=100 (default 50).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Range start, RFC 3339.
+    from: Option<String>,
+    /// Range end, RFC 3339.
+    to: Option<String>,
+}
+
+/// Query of `/observability/usage`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// Whose usage (admins only; others always get their own).
+    user_id: Option<String>,
+    /// First day, `YYYY-MM-DD` (default: six days before `to`).
+    from: Option<String>,
+    /// Last day, `YYYY-MM-DD` (default: today, UTC).
+    to: Option<String>,
+}
+
+/// The user a request may see: any (or all) with `observability:all`, else only the caller.
+fn scoped_user(state: &AppState, identity: &Identity, requested: Option<String>) -> Option<String> {
+    if state
+        .gate
+        .authorize(identity, Permission::ObservabilityAll)
+        .is_ok()
+    {
+        requested.filter(|user| !user.is_empty())
+    } else {
+        Some(identity.user_id.clone())
+    }
+}
+
+/// Every dependency with status and latency, and the telemetry sinks' counters.
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let (litellm, openwebui, langfuse, helicone) = tokio::join!(
+        litellm_status(&state),
+        state.observability.openwebui_health(),
+        state.observability.langfuse_health(),
+        state.observability.helicone_health(),
+    );
+    let dependencies = [litellm, openwebui, langfuse, helicone];
+    let healthy = !dependencies.iter().any(|d| d.is_down());
+    HttpResponse::Ok().json(json!({
+        "status": if healthy { "ok" } else { "degraded" },
+        "dependencies": dependencies,
+        "telemetry": state.telemetry.stats(),
+    }))
+}
+
+/// Recent traces from Langfuse, paginated.
+pub async fn traces(
+    identity: Identity,
+    state: web::Data<AppState>,
+    query: web::Query<TracesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            format!("`limit` must be between 1 and {MAX_PAGE}"),
+            Some("limit"),
+        ));
+    }
+    for (name, value) in [("from", &query.from), ("to", &query.to)] {
+        if let Some(value) = value
+            && humantime::parse_rfc3339_weak(value).is_err()
+        {
+            return Err(ApiError::bad_request(
+                format!("`{name}` must be an RFC 3339 time such as 2026-01-01T00:00:00Z"),
+                None,
+            ));
+        }
+    }
+    let filter = TraceFilter {
+        user_id: scoped_user(&state, &identity, query.user_id),
+        limit,
+        cursor: query.cursor,
+        from: query.from,
+        to: query.to,
+    };
+    let page = state.observability.traces(&filter).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+fn parse_day(name: &'static str, value: &str) -> Result<SystemTime, ApiError> {
+    humantime::parse_rfc3339(&format!("{}T00:00:00Z", value.trim())).map_err(|_| {
+        ApiError::bad_request(format!("`{name}` must be a day such as 2026-01-31"), None)
+    })
+}
+
+/// Tokens and cost per model and per day over a range.
+pub async fn usage(
+    identity: Identity,
+    state: web::Data<AppState>,
+    query: web::Query<UsageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    const DAY: Duration = Duration::from_secs(86_400);
+    let query = query.into_inner();
+    let to = match &query.to {
+        Some(day) => parse_day("to", day)?,
+        None => parse_day("to", &day_of(UnixNanos::now()))?,
+    };
+    let from = match &query.from {
+        Some(day) => parse_day("from", day)?,
+        None => to - DAY * 6,
+    };
+    if from > to {
+        return Err(ApiError::bad_request(
+            "`from` must not be after `to`",
+            Some("from"),
+        ));
+    }
+    if to.duration_since(from).unwrap_or_default() > DAY * 366 {
+        return Err(ApiError::bad_request(
+            "the range must not exceed 366 days",
+            None,
+        ));
+    }
+    let user = scoped_user(&state, &identity, query.user_id);
+    let from_day = day_of(UnixNanos::from(from));
+    let to_day = day_of(UnixNanos::from(to));
+    let (rows, source) = if state.observability.has_langfuse() {
+        let from_time = humantime::format_rfc3339_seconds(from).to_string();
+        let to_time = humantime::format_rfc3339_seconds(to + DAY).to_string();
+        state
+            .observability
+            .usage(
+                (&from_day, &to_day),
+                (&from_time, &to_time),
+                user.as_deref(),
+            )
+            .await?
+    } else {
+        (
+            state.usage.query(&from_day, &to_day, user.as_deref()),
+            "bff",
+        )
+    };
+    let mut totals = UsageTotals::default();
+    for row in &rows {
+        totals.requests += row.totals.requests;
+        totals.errors += row.totals.errors;
+        totals.input_tokens += row.totals.input_tokens;
+        totals.output_tokens += row.totals.output_tokens;
+        totals.total_tokens += row.totals.total_tokens;
+        totals.cost_usd += row.totals.cost_usd;
+    }
+    Ok(HttpResponse::Ok().json(UsageReport {
+        from: from_day,
+        to: to_day,
+        user_id: user,
+        source,
+        rows,
+        totals,
+    }))
+}

@@ -1,0 +1,74 @@
+//! `GET /health`, `GET /ready`, `GET /metrics`, `GET /v1/models`.
+
+use crate::context::RequestInfo;
+use crate::error::ApiError;
+use crate::observability::DependencyStatus;
+use crate::state::AppState;
+use actix_web::{HttpRequest, HttpResponse, web};
+use bff_auth::Identity;
+use bff_providers::RequestContext;
+use serde_json::json;
+use tokio::time::Instant;
+
+/// Liveness: the process serves.
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// LiteLLM's readiness as a dependency status.
+pub async fn litellm_status(state: &AppState) -> DependencyStatus {
+    let started = Instant::now();
+    let result = match state.litellm.readiness().await {
+        Ok(readiness) if readiness.status == "healthy" => Ok(()),
+        Ok(readiness) => Err(format!("status `{}`", readiness.status)),
+        Err(error) => Err(error.to_string()),
+    };
+    DependencyStatus::checked("litellm", started, result)
+}
+
+/// Readiness: LiteLLM answers and, when configured, Open WebUI answers. 503 names what is down.
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let (litellm, openwebui) = tokio::join!(
+        litellm_status(&state),
+        state.observability.openwebui_health()
+    );
+    let checks = [litellm, openwebui];
+    let down: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.is_down())
+        .map(|c| c.name)
+        .collect();
+    let body = json!({"status": if down.is_empty() { "ready" } else { "unavailable" }, "down": down, "checks": checks});
+    if down.is_empty() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Prometheus text.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render(&state.telemetry.stats()))
+}
+
+/// LiteLLM's models, filtered by the caller's role allow-list.
+pub async fn models(
+    request: HttpRequest,
+    identity: Identity,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let info = RequestInfo::of(&request);
+    let mut context = RequestContext::new(info.request_id, info.trace_id);
+    context.user_id = Some(identity.user_id.clone());
+    context.deadline = Some(info.started + state.request_timeout);
+    let mut list = state.litellm.models(&context).await.map_err(|error| {
+        state.metrics.upstream_error(error.kind.label());
+        ApiError::Provider(error)
+    })?;
+    let policy = state.gate.policy();
+    list.data
+        .retain(|model| policy.allows_model(identity.role.as_deref(), &model.id));
+    Ok(HttpResponse::Ok().json(list))
+}

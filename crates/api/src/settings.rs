@@ -1,0 +1,533 @@
+//! One typed settings struct, loaded once at start from the environment and a `.env` file,
+//! validated before the server binds. Every problem is a sentence naming the variable.
+
+use bff_auth::{AuthSettings, ConfigError};
+use bff_providers::ApiKey;
+use bff_telemetry::{CapturePolicy, LogFormat, Secret};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+/// Every variable bff reads (its own and bff-auth's); `.env.example` must document them all.
+pub const ENV_VARIABLES: [&str; 31] = [
+    "BFF_BIND",
+    "LITELLM_URL",
+    "LITELLM_API_KEY",
+    "LITELLM_CONNECT_TIMEOUT_MS",
+    "LITELLM_FIRST_BYTE_TIMEOUT_SECONDS",
+    "LITELLM_STREAM_IDLE_TIMEOUT_SECONDS",
+    "LITELLM_MAX_ATTEMPTS",
+    "REQUEST_TIMEOUT_SECONDS",
+    "MAX_BODY_BYTES",
+    "CORS_ALLOWED_ORIGINS",
+    "METRICS_REQUIRE_AUTH",
+    "SHUTDOWN_GRACE_SECONDS",
+    "LOG_FORMAT",
+    "RUST_LOG",
+    "LANGFUSE_HOST",
+    "LANGFUSE_PUBLIC_KEY",
+    "LANGFUSE_SECRET_KEY",
+    "LANGFUSE_ENVIRONMENT",
+    "HELICONE_API_KEY",
+    "HELICONE_BASE_URL",
+    "HELICONE_API_URL",
+    "TELEMETRY_SPOOL_DIR",
+    "TELEMETRY_SPOOL_MAX_MB",
+    "TELEMETRY_BATCH_SIZE",
+    "TELEMETRY_FLUSH_INTERVAL_MS",
+    "TELEMETRY_CAPTURE",
+    "TELEMETRY_SHUTDOWN_SECONDS",
+    // Read by `.env` discovery and the auth settings (listed in bff_auth::ENV_VARIABLES too).
+    "BFF_ENV_FILE",
+    "WEBUI_SECRET_KEY",
+    "OPENWEBUI_URL",
+    "RBAC_POLICY_FILE",
+];
+
+/// A setting that cannot be used. The message says which variable and what it expects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// A variable bff needs is not set.
+    #[error("{variable} is not set: {expected}")]
+    Missing {
+        /// The variable.
+        variable: &'static str,
+        /// What to set it to.
+        expected: &'static str,
+    },
+    /// A variable holds something unusable.
+    #[error("{variable}: {reason}")]
+    Invalid {
+        /// The variable.
+        variable: &'static str,
+        /// What is wrong (never echoes a secret).
+        reason: String,
+    },
+    /// The auth settings or policy are unusable.
+    #[error(transparent)]
+    Auth(#[from] ConfigError),
+    /// The `.env` file cannot be read.
+    #[error("{path}: {reason}")]
+    EnvFile {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// LiteLLM connection settings.
+#[derive(Debug, Clone)]
+pub struct LiteLlmSettings {
+    /// Proxy base URL.
+    pub url: Url,
+    /// Master or virtual key.
+    pub api_key: ApiKey,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Time to first byte.
+    pub first_byte_timeout: Duration,
+    /// Silence allowed between stream chunks.
+    pub stream_idle_timeout: Duration,
+    /// HTTP attempts per call.
+    pub max_attempts: u32,
+}
+
+/// Langfuse settings (all three variables, or none).
+#[derive(Debug, Clone)]
+pub struct LangfuseSettings {
+    /// Base URL.
+    pub host: Url,
+    /// Project public key.
+    pub public_key: String,
+    /// Project secret key.
+    pub secret_key: Secret,
+    /// `langfuse.environment`.
+    pub environment: Option<String>,
+}
+
+/// Helicone settings.
+#[derive(Debug, Clone)]
+pub struct HeliconeSettings {
+    /// API key.
+    pub api_key: Secret,
+    /// Async-log (worker) base URL.
+    pub log_url: Url,
+    /// Query API (Jawn) base URL, for health.
+    pub api_url: Url,
+}
+
+/// Telemetry pipeline settings.
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    /// Spool folder; `None` when set to `off`.
+    pub spool_dir: Option<PathBuf>,
+    /// Spool cap per sink, bytes.
+    pub spool_max_bytes: u64,
+    /// Records per export.
+    pub batch_size: usize,
+    /// Longest wait before exporting.
+    pub flush_interval: Duration,
+    /// What to keep of prompts and answers.
+    pub capture: CapturePolicy,
+    /// Flush deadline at shutdown.
+    pub shutdown_deadline: Duration,
+}
+
+/// Everything bff needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// LiteLLM.
+    pub litellm: LiteLlmSettings,
+    /// Auth (bff-auth's own settings).
+    pub auth: AuthSettings,
+    /// Caller deadline for one chat request.
+    pub request_timeout: Duration,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Allowed CORS origins; empty means CORS off.
+    pub cors_allowed_origins: Vec<String>,
+    /// Whether `/metrics` needs the `metrics` permission.
+    pub metrics_require_auth: bool,
+    /// How long in-flight requests may finish at shutdown.
+    pub shutdown_grace: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Langfuse, if configured.
+    pub langfuse: Option<LangfuseSettings>,
+    /// Helicone, if configured.
+    pub helicone: Option<HeliconeSettings>,
+    /// Telemetry pipeline.
+    pub telemetry: TelemetrySettings,
+}
+
+impl Settings {
+    /// Loads from the process environment and the `.env` file (`BFF_ENV_FILE`, default
+    /// `./.env`, optional). Real environment variables win over the file.
+    pub fn load() -> Result<Self, SettingsError> {
+        let env_file = std::env::var("BFF_ENV_FILE").unwrap_or_else(|_| ".env".into());
+        let file = read_env_file(Path::new(&env_file), std::env::var("BFF_ENV_FILE").is_ok())?;
+        Self::from_lookup(|name| std::env::var(name).ok().or_else(|| file.get(name).cloned()))
+    }
+
+    /// Loads through `lookup` (tests pass a table).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        let auth = AuthSettings::from_lookup(&lookup)?;
+        let litellm = LiteLlmSettings {
+            url: url(
+                "LITELLM_URL",
+                &get("LITELLM_URL").ok_or(SettingsError::Missing {
+                    variable: "LITELLM_URL",
+                    expected: "the LiteLLM proxy's base URL, e.g. http://litellm:4000",
+                })?,
+            )?,
+            api_key: ApiKey::new(get("LITELLM_API_KEY").ok_or(SettingsError::Missing {
+                variable: "LITELLM_API_KEY",
+                expected: "LiteLLM's master key or a virtual key (sk-…)",
+            })?),
+            connect_timeout: Duration::from_millis(number(
+                &get,
+                "LITELLM_CONNECT_TIMEOUT_MS",
+                5000,
+                1,
+            )?),
+            first_byte_timeout: seconds(&get, "LITELLM_FIRST_BYTE_TIMEOUT_SECONDS", 120, 1)?,
+            stream_idle_timeout: seconds(&get, "LITELLM_STREAM_IDLE_TIMEOUT_SECONDS", 120, 1)?,
+            max_attempts: u32::try_from(number(&get, "LITELLM_MAX_ATTEMPTS", 3, 1)?)
+                .unwrap_or(u32::MAX),
+        };
+        let langfuse = match (
+            get("LANGFUSE_HOST"),
+            get("LANGFUSE_PUBLIC_KEY"),
+            get("LANGFUSE_SECRET_KEY"),
+        ) {
+            (None, None, None) => None,
+            (Some(host), Some(public_key), Some(secret_key)) => Some(LangfuseSettings {
+                host: url("LANGFUSE_HOST", &host)?,
+                public_key,
+                secret_key: Secret::new(secret_key),
+                environment: get("LANGFUSE_ENVIRONMENT"),
+            }),
+            _ => {
+                return Err(SettingsError::Invalid {
+                    variable: "LANGFUSE_HOST",
+                    reason: "set LANGFUSE_HOST, LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY together, or none of them".into(),
+                });
+            }
+        };
+        let helicone = match get("HELICONE_API_KEY") {
+            None => None,
+            Some(key) => Some(HeliconeSettings {
+                api_key: Secret::new(key),
+                log_url: url(
+                    "HELICONE_BASE_URL",
+                    &get("HELICONE_BASE_URL")
+                        .unwrap_or_else(|| "https://api.worker.helicone.ai".into()),
+                )?,
+                api_url: url(
+                    "HELICONE_API_URL",
+                    &get("HELICONE_API_URL").unwrap_or_else(|| "https://api.helicone.ai".into()),
+                )?,
+            }),
+        };
+        let spool = get("TELEMETRY_SPOOL_DIR").unwrap_or_else(|| "data/telemetry-spool".into());
+        let capture = match get("TELEMETRY_CAPTURE") {
+            None => CapturePolicy::Full,
+            Some(value) => CapturePolicy::parse(&value).ok_or_else(|| SettingsError::Invalid {
+                variable: "TELEMETRY_CAPTURE",
+                reason: format!("expected `full` or `metadata-only`, got `{value}`"),
+            })?,
+        };
+        let log_format = match get("LOG_FORMAT") {
+            None => LogFormat::Json,
+            Some(value) => LogFormat::parse(&value).ok_or_else(|| SettingsError::Invalid {
+                variable: "LOG_FORMAT",
+                reason: format!("expected `json` or `pretty`, got `{value}`"),
+            })?,
+        };
+        Ok(Self {
+            bind: get("BFF_BIND")
+                .unwrap_or_else(|| "0.0.0.0:8080".into())
+                .parse()
+                .map_err(|_| SettingsError::Invalid {
+                    variable: "BFF_BIND",
+                    reason: "expected host:port, e.g. 0.0.0.0:8080".into(),
+                })?,
+            litellm,
+            auth,
+            request_timeout: seconds(&get, "REQUEST_TIMEOUT_SECONDS", 600, 1)?,
+            max_body_bytes: usize::try_from(number(&get, "MAX_BODY_BYTES", 10 << 20, 1024)?)
+                .unwrap_or(usize::MAX),
+            cors_allowed_origins: get("CORS_ALLOWED_ORIGINS")
+                .map(|value| {
+                    value
+                        .split(',')
+                        .map(|origin| origin.trim().to_owned())
+                        .filter(|origin| !origin.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            metrics_require_auth: boolean(&get, "METRICS_REQUIRE_AUTH")?,
+            shutdown_grace: seconds(&get, "SHUTDOWN_GRACE_SECONDS", 30, 0)?,
+            log_format,
+            langfuse,
+            helicone,
+            telemetry: TelemetrySettings {
+                spool_dir: (spool != "off").then(|| PathBuf::from(spool)),
+                spool_max_bytes: number(&get, "TELEMETRY_SPOOL_MAX_MB", 256, 1)? << 20,
+                batch_size: usize::try_from(number(&get, "TELEMETRY_BATCH_SIZE", 50, 1)?)
+                    .unwrap_or(50),
+                flush_interval: Duration::from_millis(number(
+                    &get,
+                    "TELEMETRY_FLUSH_INTERVAL_MS",
+                    1000,
+                    1,
+                )?),
+                capture,
+                shutdown_deadline: seconds(&get, "TELEMETRY_SHUTDOWN_SECONDS", 10, 0)?,
+            },
+        })
+    }
+
+    /// Things that work but deserve a warning at start-up (bff's own; the auth warnings are
+    /// [`AuthSettings::warnings`], logged when the auth gate is built).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.langfuse.is_none() && self.helicone.is_none() {
+            warnings.push("no telemetry sink is configured (LANGFUSE_* or HELICONE_API_KEY): usage is kept in memory only".into());
+        }
+        warnings
+    }
+}
+
+/// The effective configuration, secrets masked: the one start-up log line.
+impl fmt::Display for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sinks = Vec::new();
+        if let Some(langfuse) = &self.langfuse {
+            sinks.push(format!("langfuse({})", langfuse.host));
+        }
+        if let Some(helicone) = &self.helicone {
+            sinks.push(format!("helicone({})", helicone.log_url));
+        }
+        write!(
+            f,
+            "bind={} litellm={} litellm_key=*** openwebui={} policy={} service_keys=[{}] forwarded_jwt={} forwarded_headers={} sinks=[{}] spool={} capture={:?} metrics_auth={} cors=[{}] max_body_bytes={}",
+            self.bind,
+            self.litellm.url,
+            self.auth
+                .openwebui_url
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), ToString::to_string),
+            self.auth.policy_file.display(),
+            self.auth
+                .service_keys
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            if self.auth.forward_jwt_secret.is_some() {
+                "on"
+            } else {
+                "off"
+            },
+            self.auth.trust_forwarded_headers,
+            sinks.join(","),
+            self.telemetry
+                .spool_dir
+                .as_ref()
+                .map_or_else(|| "off".to_owned(), |dir| dir.display().to_string()),
+            self.telemetry.capture,
+            self.metrics_require_auth,
+            self.cors_allowed_origins.join(","),
+            self.max_body_bytes,
+        )
+    }
+}
+
+fn read_env_file(path: &Path, required: bool) -> Result<HashMap<String, String>, SettingsError> {
+    let iter = match dotenvy::from_path_iter(path) {
+        Ok(iter) => iter,
+        Err(_) if !required && !path.exists() => return Ok(HashMap::new()),
+        Err(error) => {
+            return Err(SettingsError::EnvFile {
+                path: path.display().to_string(),
+                reason: error.to_string(),
+            });
+        }
+    };
+    iter.map(|item| {
+        item.map_err(|error| SettingsError::EnvFile {
+            path: path.display().to_string(),
+            reason: error.to_string(),
+        })
+    })
+    .collect()
+}
+
+fn url(variable: &'static str, value: &str) -> Result<Url, SettingsError> {
+    let parsed = Url::parse(value.trim()).map_err(|error| SettingsError::Invalid {
+        variable,
+        reason: format!("expected an http(s) URL, got an invalid one ({error})"),
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(SettingsError::Invalid {
+            variable,
+            reason: "expected an http(s) URL with a host".into(),
+        });
+    }
+    Ok(parsed)
+}
+
+fn number(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: u64,
+    minimum: u64,
+) -> Result<u64, SettingsError> {
+    match get(variable) {
+        None => Ok(default),
+        Some(value) => match value.trim().parse::<u64>() {
+            Ok(number) if number >= minimum => Ok(number),
+            _ => Err(SettingsError::Invalid {
+                variable,
+                reason: format!(
+                    "expected a whole number ≥ {minimum}, got `{}`",
+                    value.trim()
+                ),
+            }),
+        },
+    }
+}
+
+fn seconds(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: u64,
+    minimum: u64,
+) -> Result<Duration, SettingsError> {
+    number(get, variable, default, minimum).map(Duration::from_secs)
+}
+
+fn boolean(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+) -> Result<bool, SettingsError> {
+    match get(variable).map(|value| value.trim().to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(value) if matches!(value.as_str(), "true" | "1" | "yes" | "on") => Ok(true),
+        Some(value) if matches!(value.as_str(), "false" | "0" | "no" | "off") => Ok(false),
+        Some(value) => Err(SettingsError::Invalid {
+            variable,
+            reason: format!("expected true or false, got `{value}`"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    const BASE: [(&str, &str); 3] = [
+        ("WEBUI_SECRET_KEY", "0123456789abcdef0123456789abcdef"),
+        ("LITELLM_URL", "http://litellm:4000"),
+        ("LITELLM_API_KEY", "sk-master-secret"),
+    ];
+
+    #[test]
+    fn defaults_and_masked_display() {
+        let settings = load(&BASE).unwrap();
+        assert_eq!(settings.bind.to_string(), "0.0.0.0:8080");
+        assert_eq!(settings.max_body_bytes, 10 << 20);
+        assert!(settings.langfuse.is_none() && settings.helicone.is_none());
+        let line = settings.to_string();
+        assert!(line.contains("openwebui=none"), "{line}");
+        assert!(!line.contains("sk-master-secret"), "{line}");
+        assert!(!line.contains("0123456789abcdef"), "{line}");
+    }
+
+    #[test]
+    fn missing_values_name_the_variable() {
+        let message = load(&BASE[..2]).unwrap_err().to_string();
+        assert!(
+            message.starts_with("LITELLM_API_KEY is not set"),
+            "{message}"
+        );
+        let message = load(&[BASE[0]]).unwrap_err().to_string();
+        assert!(message.starts_with("LITELLM_URL is not set"), "{message}");
+        let message = load(&BASE[1..]).unwrap_err().to_string();
+        assert!(message.contains("WEBUI_SECRET_KEY_FILE"), "{message}");
+    }
+
+    #[test]
+    fn malformed_values_name_the_variable() {
+        for (variable, value) in [
+            ("BFF_BIND", "everywhere"),
+            ("MAX_BODY_BYTES", "ten"),
+            ("LOG_FORMAT", "xml"),
+            ("TELEMETRY_CAPTURE", "some"),
+            ("METRICS_REQUIRE_AUTH", "perhaps"),
+            ("LANGFUSE_HOST", "http://langfuse:3000"),
+        ] {
+            let mut pairs = BASE.to_vec();
+            pairs.push((variable, value));
+            let message = load(&pairs).unwrap_err().to_string();
+            assert!(message.starts_with(variable), "{variable}: {message}");
+        }
+    }
+
+    #[test]
+    fn every_variable_looked_up_is_in_the_documented_list() {
+        let asked = std::sync::Mutex::new(std::collections::BTreeSet::new());
+        let values: HashMap<&str, &str> = BASE.into_iter().collect();
+        Settings::from_lookup(|name| {
+            asked.lock().unwrap().insert(name.to_owned());
+            values.get(name).map(|value| (*value).to_owned())
+        })
+        .unwrap();
+        let asked = asked.into_inner().unwrap();
+        let undocumented: Vec<&String> = asked
+            .iter()
+            .filter(|name| {
+                !ENV_VARIABLES.contains(&name.as_str())
+                    && !bff_auth::ENV_VARIABLES.contains(&name.as_str())
+            })
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "read but not listed: {undocumented:?}"
+        );
+        assert!(asked.len() > 30, "{asked:?}");
+    }
+
+    #[test]
+    fn langfuse_and_helicone_are_configured_together() {
+        let mut pairs = BASE.to_vec();
+        pairs.extend([
+            ("LANGFUSE_HOST", "http://langfuse:3000"),
+            ("LANGFUSE_PUBLIC_KEY", "pk-lf"),
+            ("LANGFUSE_SECRET_KEY", "sk-lf"),
+            ("HELICONE_API_KEY", "sk-helicone"),
+        ]);
+        let settings = load(&pairs).unwrap();
+        assert!(settings.langfuse.is_some());
+        assert_eq!(
+            settings.helicone.unwrap().log_url.as_str(),
+            "https://api.worker.helicone.ai/"
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! Chat end to end: what reaches LiteLLM, what the caller gets, what telemetry receives.
+
+use crate::helpers::*;
+use flate2::read::GzDecoder;
+use serde_json::{Value, json};
+use std::io::Read as _;
+
+#[tokio::test]
+async fn a_chat_goes_through_with_identity_and_reaches_langfuse_and_helicone() {
+    let app = spawn_app().await;
+    app.litellm_chat().await;
+    app.telemetry_up().await;
+    let token = app.user("alice", "user").await;
+    let response = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&token)
+        .header("x-request-id", "req-chat-1")
+        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .json(&json!({"model": "fake-gpt", "messages": [{"role": "user", "content": "hi"}],
+                      "tools": [{"type": "function", "function": {"name": "f"}}], "user": "spoofed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "req-chat-1");
+    assert_eq!(
+        response.text().await.unwrap(),
+        CHAT_BODY,
+        "the body is LiteLLM's, byte for byte"
+    );
+
+    let upstream = &received(&app.litellm, "/v1/chat/completions", 1).await[0];
+    assert_eq!(upstream.headers["x-litellm-call-id"], "req-chat-1");
+    assert_eq!(
+        upstream.headers["authorization"],
+        format!("Bearer {LITELLM_KEY}").as_str()
+    );
+    assert!(
+        upstream.headers["traceparent"]
+            .to_str()
+            .unwrap()
+            .contains("0af7651916cd43dd8448eb211c80319c")
+    );
+    let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
+    assert_eq!(sent["user"], "alice");
+    assert_eq!(
+        sent["metadata"]["trace_id"],
+        "0af7651916cd43dd8448eb211c80319c"
+    );
+    assert_eq!(sent["metadata"]["trace_user_id"], "alice");
+    assert_eq!(
+        sent["tools"],
+        json!([{"type": "function", "function": {"name": "f"}}])
+    );
+    assert!(upstream.headers.get("x-openwebui-user-role").is_none());
+
+    // Telemetry: one OTLP export at Langfuse with the trace id, one log at Helicone.
+    let export = &received(&app.langfuse, "/api/public/otel/v1/traces", 1).await[0];
+    let mut protobuf = Vec::new();
+    GzDecoder::new(export.body.as_slice())
+        .read_to_end(&mut protobuf)
+        .unwrap();
+    let trace_id: Vec<u8> = (0..16)
+        .map(|i| {
+            u8::from_str_radix(&"0af7651916cd43dd8448eb211c80319c"[i * 2..i * 2 + 2], 16).unwrap()
+        })
+        .collect();
+    assert!(
+        protobuf
+            .windows(16)
+            .any(|window| window == trace_id.as_slice())
+    );
+    assert!(String::from_utf8_lossy(&protobuf).contains("alice"));
+    let log = &received(&app.helicone, "/custom/v1/log", 1).await[0];
+    let log: Value = serde_json::from_slice(&log.body).unwrap();
+    assert_eq!(log["providerRequest"]["meta"]["Helicone-User-Id"], "alice");
+    assert_eq!(
+        log["providerRequest"]["meta"]["Helicone-Property-Role"],
+        "user"
+    );
+    assert_eq!(log["providerResponse"]["json"]["usage"]["total_tokens"], 16);
+}
+
+#[tokio::test]
+async fn a_stream_goes_through_and_usage_is_stripped_unless_asked() {
+    let app = spawn_app().await;
+    app.litellm_stream().await;
+    app.telemetry_up().await;
+    let token = app.user("alice", "user").await;
+    let response = app
+        .post_json("/v1/chat/completions", &token, &chat_body("fake-gpt", true))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("Hello ") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("usage"),
+        "the caller did not ask for usage: {text}"
+    );
+
+    let response = app
+        .post_json(
+            "/chat/stream",
+            &token,
+            &json!({"model": "fake-gpt", "messages": [{"role": "user", "content": "hi"}],
+                    "stream_options": {"include_usage": true}}),
+        )
+        .await;
+    assert_eq!(response.text().await.unwrap(), STREAM_BODY);
+
+    // Both reach telemetry with the streamed text and usage.
+    let logs = received(&app.helicone, "/custom/v1/log", 2).await;
+    let log: Value = serde_json::from_slice(&logs[0].body).unwrap();
+    let text_body = log["providerResponse"]["textBody"].as_str().unwrap();
+    assert!(
+        text_body.contains("Hello world") && text_body.contains("\"total_tokens\":5"),
+        "{text_body}"
+    );
+    assert!(log["timing"]["timeToFirstToken"].is_u64());
+}
+
+#[tokio::test]
+async fn the_model_allow_list_is_enforced_before_litellm_is_called() {
+    let policy = std::env::temp_dir().join(format!("bff-policy-{}.toml", std::process::id()));
+    std::fs::write(
+        &policy,
+        "service_role = \"service\"\n[roles.service]\npermissions = []\n[roles.user]\npermissions = [\"chat\", \"models\"]\nmodels = [\"fake-*\"]\n",
+    )
+    .unwrap();
+    let app = spawn_with(Options {
+        vars: vec![("RBAC_POLICY_FILE", policy.display().to_string())],
+        ..Options::default()
+    })
+    .await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&app.litellm)
+        .await;
+    let token = app.user("alice", "user").await;
+    let response = app
+        .post_json("/v1/chat/completions", &token, &chat_body("gpt-4o", false))
+        .await;
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_allowed");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gpt-4o")
+    );
+    std::fs::remove_file(&policy).unwrap();
+}
+
+#[tokio::test]
+async fn models_are_filtered_by_the_role_allow_list() {
+    let policy =
+        std::env::temp_dir().join(format!("bff-policy-models-{}.toml", std::process::id()));
+    std::fs::write(
+        &policy,
+        "service_role = \"service\"\n[roles.service]\npermissions = []\n[roles.user]\npermissions = [\"models\"]\nmodels = [\"mock-*\"]\n[roles.admin]\npermissions = [\"*\"]\n",
+    )
+    .unwrap();
+    let app = spawn_with(Options {
+        vars: vec![("RBAC_POLICY_FILE", policy.display().to_string())],
+        ..Options::default()
+    })
+    .await;
+    wiremock::Mock::given(wiremock::matchers::path("/v1/models"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(json!({"object": "list", "data": [
+            {"id": "fake-gpt", "object": "model", "created": 1, "owned_by": "openai"},
+            {"id": "mock-gpt", "object": "model", "created": 1, "owned_by": "openai", "max_input_tokens": 128000}]})))
+        .mount(&app.litellm)
+        .await;
+    let user = app.user("bob", "user").await;
+    let body: Value = app
+        .get("/v1/models", Some(&user))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body,
+        json!({"object": "list", "data": [{"id": "mock-gpt", "object": "model", "created": 1, "owned_by": "openai", "max_input_tokens": 128000}]})
+    );
+    let admin = app.user("alice", "admin").await;
+    let body: Value = app
+        .get("/v1/models", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    std::fs::remove_file(&policy).unwrap();
+}
+
+#[tokio::test]
+async fn the_open_webui_chat_id_becomes_the_session_for_trusted_callers() {
+    let app = spawn_with(Options {
+        vars: vec![("AUTH_TRUST_FORWARDED_USER_HEADERS", "true".into())],
+        ..Options::default()
+    })
+    .await;
+    app.litellm_chat().await;
+    let response = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(SERVICE_KEY)
+        .header("x-openwebui-user-id", "carol")
+        .header("x-openwebui-user-role", "user")
+        .header("x-openwebui-chat-id", "chat-77")
+        .json(&chat_body("fake-gpt", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let upstream = &received(&app.litellm, "/v1/chat/completions", 1).await[0];
+    let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
+    assert_eq!(sent["metadata"]["session_id"], "chat-77");
+    assert_eq!(sent["user"], "carol");
+}

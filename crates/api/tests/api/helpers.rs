@@ -1,0 +1,249 @@
+//! `spawn_app()`: the real application on a random port against wiremock dependencies.
+
+use bff_api::Application;
+use bff_api::settings::Settings;
+use bff_providers::LiteLlm;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+pub const WEBUI_SECRET: &str = "api-test-webui-secret-32-bytes!!";
+pub const SERVICE_KEY: &str = "sk-bff-service-key-for-api-tests";
+pub const LITELLM_KEY: &str = "sk-litellm-master-for-tests";
+
+/// A running bff and its fakes.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub litellm: MockServer,
+    pub openwebui: MockServer,
+    pub langfuse: MockServer,
+    pub helicone: MockServer,
+    pub spool: PathBuf,
+}
+
+/// Options for [`spawn_with`].
+#[derive(Default)]
+pub struct Options {
+    /// Extra or overriding variables.
+    pub vars: Vec<(&'static str, String)>,
+    /// Do not configure Langfuse and Helicone.
+    pub no_telemetry: bool,
+    /// Use this LiteLLM instead of the HTTP client (a mock).
+    pub litellm: Option<Arc<dyn LiteLlm>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Options::default()).await
+}
+
+pub async fn spawn_with(options: Options) -> TestApp {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let litellm = MockServer::start().await;
+    let openwebui = MockServer::start().await;
+    let langfuse = MockServer::start().await;
+    let helicone = MockServer::start().await;
+    let spool = std::env::temp_dir().join(format!(
+        "bff-api-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&spool);
+    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/rbac.toml");
+    let mut vars: HashMap<&str, String> = HashMap::from([
+        ("BFF_BIND", "127.0.0.1:0".to_owned()),
+        ("WEBUI_SECRET_KEY", WEBUI_SECRET.to_owned()),
+        ("OPENWEBUI_URL", openwebui.uri()),
+        ("AUTH_SERVICE_KEYS", format!("openwebui={SERVICE_KEY}")),
+        ("RBAC_POLICY_FILE", policy.to_owned()),
+        ("LITELLM_URL", litellm.uri()),
+        ("LITELLM_API_KEY", LITELLM_KEY.to_owned()),
+        ("TELEMETRY_SPOOL_DIR", spool.display().to_string()),
+        ("TELEMETRY_FLUSH_INTERVAL_MS", "20".to_owned()),
+        ("MAX_BODY_BYTES", "65536".to_owned()),
+    ]);
+    if !options.no_telemetry {
+        vars.insert("LANGFUSE_HOST", langfuse.uri());
+        vars.insert("LANGFUSE_PUBLIC_KEY", "pk-lf-test".into());
+        vars.insert("LANGFUSE_SECRET_KEY", "sk-lf-test".into());
+        vars.insert("HELICONE_API_KEY", "sk-helicone-test".into());
+        vars.insert("HELICONE_BASE_URL", helicone.uri());
+        vars.insert("HELICONE_API_URL", helicone.uri());
+    }
+    for (name, value) in options.vars {
+        vars.insert(name, value);
+    }
+    let settings = Settings::from_lookup(|name| vars.get(name).cloned()).unwrap();
+    let application = match options.litellm {
+        Some(litellm) => Application::build_with(settings, litellm).await,
+        None => Application::build(settings).await,
+    }
+    .unwrap();
+    let address = format!("http://127.0.0.1:{}", application.port());
+    tokio::spawn(application.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        litellm,
+        openwebui,
+        langfuse,
+        helicone,
+        spool,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.spool);
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An Open WebUI session token for `user` (no role: Open WebUI's fake decides).
+pub fn session_token(user: &str) -> String {
+    let now = now();
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"id": user, "typ": "session", "auth_method": "password", "auth_time": now,
+                "session_stamp": "9b2d4e61-7a0f-4c3b-8e15-d6a4f2c9b870", "mfa_verified": false,
+                "exp": now + 3600, "jti": format!("jti-{user}"), "iat": now}),
+        &EncodingKey::from_secret(WEBUI_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// Makes Open WebUI answer `token` with `role` for `user`; returns the token.
+    pub async fn user(&self, user: &str, role: &str) -> String {
+        let token = session_token(user);
+        Mock::given(method("GET"))
+            .and(path("/api/v1/auths/"))
+            .and(header("authorization", format!("Bearer {token}").as_str()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "id": user, "name": user, "email": format!("{user}@example.com"), "role": role,
+                "profile_image_url": "/user.png", "token": token, "token_type": "Bearer",
+                "expires_at": null, "permissions": {}})))
+            .mount(&self.openwebui)
+            .await;
+        token
+    }
+
+    pub async fn post_json(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// LiteLLM's `/health/readiness` answering healthy.
+    pub async fn litellm_ready(&self) {
+        Mock::given(method("GET"))
+            .and(path("/health/readiness"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"status": "healthy", "db": "Not connected"})),
+            )
+            .mount(&self.litellm)
+            .await;
+    }
+
+    /// LiteLLM's chat endpoint answering a recorded non-streaming completion.
+    pub async fn litellm_chat(&self) {
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_raw(CHAT_BODY, "application/json")
+                    .insert_header("x-litellm-call-id", "from-litellm")
+                    .insert_header("x-litellm-response-cost", "2.3e-05"),
+            )
+            .mount(&self.litellm)
+            .await;
+    }
+
+    /// LiteLLM's chat endpoint answering a recorded stream (with the usage chunk).
+    pub async fn litellm_stream(&self) {
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(STREAM_BODY, "text/event-stream"))
+            .mount(&self.litellm)
+            .await;
+    }
+
+    /// Telemetry endpoints accepting everything.
+    pub async fn telemetry_up(&self) {
+        Mock::given(method("POST"))
+            .and(path("/api/public/otel/v1/traces"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+            .mount(&self.langfuse)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/custom/v1/log"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+            .mount(&self.helicone)
+            .await;
+    }
+}
+
+/// Waits until `server` has received `count` requests to `path`, for at most 5 s.
+pub async fn received(server: &MockServer, path: &str, count: usize) -> Vec<wiremock::Request> {
+    for _ in 0..250 {
+        let requests: Vec<_> = server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|request| request.url.path() == path)
+            .collect();
+        if requests.len() >= count {
+            return requests;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{path} did not receive {count} requests");
+}
+
+pub const CHAT_BODY: &str = r#"{"id":"chatcmpl-835be166317e4ae5b1db01c5","created":1795550564,"model":"fake-gpt","object":"chat.completion","system_fingerprint":"fp_fake","choices":[{"finish_reason":"stop","index":0,"message":{"content":"Hello from fake upstream (fake-gpt)","role":"assistant"},"provider_specific_fields":{},"logprobs":null}],"usage":{"completion_tokens":7,"prompt_tokens":9,"total_tokens":16}}"#;
+
+pub const STREAM_BODY: &str = concat!(
+    "data: {\"id\":\"c1\",\"model\":\"fake-gpt\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\",\"role\":\"assistant\"}}]}\n\n",
+    "data: {\"id\":\"c1\",\"model\":\"fake-gpt\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello \"}}]}\n\n",
+    "data: {\"id\":\"c1\",\"model\":\"fake-gpt\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"world\"}}]}\n\n",
+    "data: {\"id\":\"c1\",\"model\":\"fake-gpt\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"finish_reason\":\"stop\",\"index\":0,\"delta\":{}}]}\n\n",
+    "data: {\"id\":\"c1\",\"model\":\"fake-gpt\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{}}],\"usage\":{\"completion_tokens\":2,\"prompt_tokens\":3,\"total_tokens\":5,\"cost\":0.00001}}\n\n",
+    "data: [DONE]\n\n",
+);
+
+pub fn chat_body(model: &str, stream: bool) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream})
+}

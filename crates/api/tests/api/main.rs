@@ -1,0 +1,16 @@
+//! Black-box tests of bff: the real application on a random port, against wiremock
+//! Open WebUI, LiteLLM, Langfuse and Helicone (and raw TCP fakes for streaming timing).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // a panic is a failed test
+
+mod chat;
+mod errors;
+mod helpers;
+mod observability;
+mod operations;
+mod rbac;
+mod streaming;

@@ -1,0 +1,187 @@
+//! Streaming timing and cancellation, against raw TCP fakes of LiteLLM (wiremock sends a body
+//! all at once, so it cannot show chunk-by-chunk delivery or notice a disconnect).
+
+use crate::helpers::*;
+use futures_util::StreamExt as _;
+use serde_json::Value;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+const EVENT: &[u8] = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tick \"}}]}\n\n";
+
+fn chunk(bytes: &[u8]) -> Vec<u8> {
+    [format!("{:x}\r\n", bytes.len()).as_bytes(), bytes, b"\r\n"].concat()
+}
+
+/// Reads one HTTP request (headers and a content-length body).
+async fn read_request(socket: &mut TcpStream) {
+    let mut buffer = Vec::new();
+    let mut chunk = [0_u8; 8192];
+    loop {
+        let read = socket.read(&mut chunk).await.unwrap();
+        if read == 0 {
+            return;
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .map_or(0, |value| value.trim().parse().unwrap());
+            if buffer.len() >= end + 4 + length {
+                return;
+            }
+        }
+    }
+}
+
+async fn start_stream(socket: &mut TcpStream) {
+    read_request(socket).await;
+    socket
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nx-litellm-call-id: fake\r\n\r\n")
+        .await
+        .unwrap();
+    socket.write_all(&chunk(EVENT)).await.unwrap();
+}
+
+#[tokio::test]
+async fn chunks_reach_the_client_before_litellm_has_finished() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let litellm_url = format!("http://{}", listener.local_addr().unwrap());
+    let (release, released) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        start_stream(&mut socket).await;
+        // Hold the rest back until the test has seen the first event arrive at the client.
+        released.await.unwrap();
+        socket.write_all(&chunk(EVENT)).await.unwrap();
+        socket.write_all(&chunk(b"data: [DONE]\n\n")).await.unwrap();
+        socket.write_all(b"0\r\n\r\n").await.unwrap();
+    });
+    let app = spawn_with(Options {
+        vars: vec![("LITELLM_URL", litellm_url)],
+        no_telemetry: true,
+        ..Options::default()
+    })
+    .await;
+    let token = app.user("alice", "user").await;
+    let response = app
+        .post_json("/chat/stream", &token, &chat_body("fake-gpt", true))
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(5), body.next())
+        .await
+        .expect("the first event was held back: bff buffers the stream")
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], EVENT);
+    release.send(()).unwrap();
+    let mut rest = Vec::new();
+    while let Some(bytes) = body.next().await {
+        rest.extend_from_slice(&bytes.unwrap());
+    }
+    assert_eq!(rest, [EVENT, b"data: [DONE]\n\n"].concat());
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_closes_the_upstream_request_and_is_recorded_as_cancelled() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let litellm_url = format!("http://{}", listener.local_addr().unwrap());
+    let (closed_tx, closed) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        start_stream(&mut socket).await;
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if socket.write_all(&chunk(EVENT)).await.is_err() {
+                break;
+            }
+            let mut probe = [0_u8; 1];
+            if let Ok(Ok(0)) =
+                tokio::time::timeout(Duration::from_millis(1), socket.read(&mut probe)).await
+            {
+                break;
+            }
+        }
+        let _ = closed_tx.send(());
+    });
+    let app = spawn_with(Options {
+        vars: vec![("LITELLM_URL", litellm_url)],
+        ..Options::default()
+    })
+    .await;
+    app.telemetry_up().await;
+    let token = app.user("alice", "user").await;
+    {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let response = client
+            .post(app.url("/chat/stream"))
+            .bearer_auth(&token)
+            .json(&chat_body("fake-gpt", true))
+            .send()
+            .await
+            .unwrap();
+        let mut body = response.bytes_stream();
+        let first = body.next().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("tick"));
+    } // the client goes away mid-stream
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("LiteLLM kept streaming after the client disconnected")
+        .unwrap();
+    let log = &received(&app.helicone, "/custom/v1/log", 1).await[0];
+    let log: Value = serde_json::from_slice(&log.body).unwrap();
+    assert_eq!(log["providerResponse"]["status"], 499);
+    assert_eq!(
+        log["providerResponse"]["json"]["error"]["type"],
+        "cancelled"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_failure_after_the_first_byte_ends_with_an_openai_error_event() {
+    let app = spawn_with(Options {
+        no_telemetry: true,
+        ..Options::default()
+    })
+    .await;
+    let body = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello \"}}]}\n\n",
+        "data: {\"error\": {\"message\": \"litellm.APIConnectionError: Connection error.\", \"type\": null, \"param\": null, \"code\": \"500\"}}\n\n",
+    );
+    wiremock::Mock::given(wiremock::matchers::path("/v1/chat/completions"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_raw(body, "text/event-stream"))
+        .mount(&app.litellm)
+        .await;
+    let token = app.user("alice", "user").await;
+    let response = app
+        .client
+        .post(app.url("/chat/stream"))
+        .bearer_auth(&token)
+        .header("x-request-id", "req-midstream")
+        .json(&chat_body("fake-gpt", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 2, "{text}");
+    let last: Value = serde_json::from_str(events[1].strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "stream_failed");
+    assert_eq!(last["error"]["request_id"], "req-midstream");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("APIConnectionError")
+    );
+    assert!(!text.contains("[DONE]"));
+}
