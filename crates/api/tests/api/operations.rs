@@ -189,3 +189,46 @@ async fn metrics_can_require_the_metrics_permission() {
     let admin = app.user("alice", "admin").await;
     assert_eq!(app.get("/metrics", Some(&admin)).await.status(), 200);
 }
+
+#[tokio::test]
+async fn cors_is_off_unless_origins_are_configured() {
+    let preflight = |app: &TestApp| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/v1/chat/completions"))
+            .header("origin", "https://monitor.example")
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let closed = spawn_app().await;
+    let response = preflight(&closed).await.unwrap();
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+
+    let open = spawn_with(Options {
+        vars: vec![("CORS_ALLOWED_ORIGINS", "https://monitor.example".into())],
+        ..Options::default()
+    })
+    .await;
+    let response = preflight(&open).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://monitor.example"
+    );
+    let other = open
+        .client
+        .get(open.url("/health"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
