@@ -1,12 +1,18 @@
 # bff — developer commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test lint fmt fmt-check unit bench help
+.PHONY: test test-e2e run lint fmt fmt-check unit bench help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 test: fmt-check lint unit ## everything CI checks: formatting, clippy, all tests
+
+test-e2e: ## the real bff binary against the real LiteLLM proxy (installs it into .venv/ once)
+	bash scripts/e2e.sh
+
+run: ## LiteLLM (development models) + bff on loopback; prints a curl to try; Ctrl-C stops both
+	bash scripts/run.sh
 
 unit: ## all unit, wiremock and black-box tests (offline)
 	$(CARGO) test --workspace --all-features --locked

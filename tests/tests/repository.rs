@@ -66,13 +66,16 @@ fn every_variable_read_is_in_the_readme_configuration_table() {
 #[test]
 fn env_example_documents_nothing_that_is_not_read() {
     let read_by_bff = variables_read();
+    let compose = read("deploy/docker-compose.yml");
     let stale: Vec<String> = documented_variables()
         .into_iter()
-        .filter(|name| !read_by_bff.contains(&name.as_str()))
+        .filter(|name| {
+            !read_by_bff.contains(&name.as_str()) && !compose.contains(&format!("${{{name}"))
+        })
         .collect();
     assert!(
         stale.is_empty(),
-        "in .env.example but never read: {stale:?}"
+        "in .env.example but read by neither bff nor compose: {stale:?}"
     );
 }
 

@@ -25,7 +25,8 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 /// Routes reachable without credentials. `/metrics` joins them unless `METRICS_REQUIRE_AUTH`.
-pub const PUBLIC_ROUTES: [&str; 2] = ["/health", "/ready"];
+/// (`/monitoring` is a static page; everything it shows comes from authenticated routes.)
+pub const PUBLIC_ROUTES: [&str; 3] = ["/health", "/ready", "/monitoring"];
 
 /// The request id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -18,6 +18,10 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 use tokio::time::Instant;
 
+/// LiteLLM's call id, passed back to the caller (it equals bff's request id, which LiteLLM
+/// adopts), so one id finds the request in bff's logs, LiteLLM's logs and Langfuse.
+const LITELLM_CALL_ID: &str = "x-litellm-call-id";
+
 /// Chat completion; streams when the body says `"stream": true`.
 pub async fn completions(
     request: HttpRequest,
@@ -136,7 +140,11 @@ async fn handle(
                 record.finish_reason = completion.response.finish_reason().map(str::to_owned);
                 record.ended_at = UnixNanos::now();
                 finish(&state, record);
-                Ok(HttpResponse::Ok()
+                let mut response = HttpResponse::Ok();
+                if let Some(call_id) = &completion.meta.call_id {
+                    response.insert_header((LITELLM_CALL_ID, call_id.as_str()));
+                }
+                Ok(response
                     .content_type("application/json")
                     .body(completion.raw))
             }
@@ -162,7 +170,11 @@ async fn handle(
                 }),
                 request_id: info.request_id,
             };
-            Ok(HttpResponse::Ok()
+            let mut response = HttpResponse::Ok();
+            if let Some(call_id) = &relay.upstream.meta().call_id {
+                response.insert_header((LITELLM_CALL_ID, call_id.as_str()));
+            }
+            Ok(response
                 .content_type("text/event-stream")
                 .insert_header((header::CACHE_CONTROL, "no-cache"))
                 .insert_header(("x-accel-buffering", "no"))

@@ -5,6 +5,21 @@ pub mod chat;
 pub mod observability;
 pub mod ops;
 
+/// Every route bff serves, as `(method, path)`; the deploy kit's routes must point at these.
+pub const ROUTES: [(&str, &str); 11] = [
+    ("GET", "/health"),
+    ("GET", "/ready"),
+    ("GET", "/monitoring"),
+    ("GET", "/metrics"),
+    ("POST", "/chat/completions"),
+    ("POST", "/chat/stream"),
+    ("POST", "/v1/chat/completions"),
+    ("GET", "/v1/models"),
+    ("GET", "/observability/health"),
+    ("GET", "/observability/traces"),
+    ("GET", "/observability/usage"),
+];
+
 use actix_web::middleware::Condition;
 use actix_web::web;
 use bff_auth::{Gate, Permission};
@@ -14,6 +29,7 @@ pub fn configure(config: &mut web::ServiceConfig, gate: &Gate, metrics_require_a
     config
         .route("/health", web::get().to(ops::health)) // public
         .route("/ready", web::get().to(ops::ready)) // public
+        .route("/monitoring", web::get().to(ops::monitoring)) // public page; its data needs credentials
         .service(
             web::resource("/metrics") // public unless METRICS_REQUIRE_AUTH
                 .wrap(Condition::new(

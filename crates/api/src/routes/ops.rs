@@ -10,6 +10,15 @@ use bff_providers::RequestContext;
 use serde_json::json;
 use tokio::time::Instant;
 
+/// The monitoring page: static HTML that reads `/observability/*` with the viewer's own
+/// credentials (the same-site `token` cookie of Open WebUI, or a pasted token).
+pub async fn monitoring() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("content-security-policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"))
+        .body(include_str!("../../static/monitoring.html"))
+}
+
 /// Liveness: the process serves.
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))

@@ -24,6 +24,7 @@ async fn a_chat_goes_through_with_identity_and_reaches_langfuse_and_helicone() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-request-id"], "req-chat-1");
+    assert_eq!(response.headers()["x-litellm-call-id"], "from-litellm");
     assert_eq!(
         response.text().await.unwrap(),
         CHAT_BODY,

@@ -232,3 +232,36 @@ async fn cors_is_off_unless_origins_are_configured() {
         .unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn every_route_in_the_route_list_is_served() {
+    let app = spawn_app().await;
+    let admin = app.user("alice", "admin").await;
+    for (verb, path) in bff_api::routes::ROUTES {
+        let request = match verb {
+            "GET" => app.client.get(app.url(path)),
+            _ => app
+                .client
+                .post(app.url(path))
+                .json(&chat_body("fake-gpt", false)),
+        };
+        let status = request.bearer_auth(&admin).send().await.unwrap().status();
+        assert!(status != 404 && status != 405, "{verb} {path}: {status}");
+    }
+}
+
+#[tokio::test]
+async fn the_monitoring_page_is_public_html_and_its_data_is_not() {
+    let app = spawn_app().await;
+    let response = app.get("/monitoring", None).await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = response.text().await.unwrap();
+    assert!(page.contains("/observability/health") && page.contains("/observability/usage"));
+    assert_eq!(app.get("/observability/health", None).await.status(), 401);
+}

@@ -47,8 +47,9 @@ async fn every_default_role_on_every_route() {
         ("service", Some(SERVICE_KEY)),
     ];
     // route, method, expected status for: anonymous, pending, user, admin, service
-    let matrix: [(&str, &str, [u16; 5]); 10] = [
+    let matrix: [(&str, &str, [u16; 5]); 11] = [
         ("/health", "GET", [200, 200, 200, 200, 200]),
+        ("/monitoring", "GET", [200, 200, 200, 200, 200]),
         ("/ready", "GET", [200, 200, 200, 200, 200]),
         ("/metrics", "GET", [200, 200, 200, 200, 200]),
         ("/chat/completions", "POST", [401, 403, 200, 200, 200]),
