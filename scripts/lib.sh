@@ -4,7 +4,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-BFF_BIN="$ROOT/target/debug/bff"
+# Where cargo puts the binary (honours CARGO_TARGET_DIR and .cargo/config).
+BFF_BIN="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/debug/bff"
 
 # Installs scripts/requirements.txt into .venv/ unless this exact list is already installed.
 ensure_venv() {

@@ -40,6 +40,16 @@ fn env<'a>(service: &'a Value, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no environment {key}"))
 }
 
+/// The `volumes` entries of a service.
+fn volumes(service: &Value) -> Vec<&str> {
+    service["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 /// `${NAME…}` references in a text.
 fn interpolated(text: &str) -> BTreeSet<String> {
     text.split("${")
@@ -205,12 +215,7 @@ fn open_webui_uses_bff_as_its_openai_connection_with_shared_secrets() {
 fn litellm_runs_the_project_config_with_the_key_bff_uses() {
     let compose = compose();
     let litellm = service(&compose, "litellm");
-    let mounts: Vec<&str> = litellm["volumes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let mounts = volumes(litellm);
     assert!(
         mounts
             .iter()
@@ -253,12 +258,7 @@ fn kong_routes_point_at_real_bff_routes() {
     let compose = compose();
     let kong = service(&compose, "kong");
     let declarative = env(kong, "KONG_DECLARATIVE_CONFIG");
-    let mounts: Vec<&str> = kong["volumes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let mounts = volumes(kong);
     assert!(
         mounts.contains(&format!("../config/kong.yml:{declarative}:ro").as_str()),
         "{mounts:?}"
@@ -329,12 +329,7 @@ fn the_image_is_multi_stage_non_root_with_a_health_check() {
     let compose = compose();
     let bff = service(&compose, "bff");
     assert_eq!(env(bff, "RBAC_POLICY_FILE"), policy);
-    let mounts: Vec<&str> = bff["volumes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let mounts = volumes(bff);
     let config_mount = mounts.iter().find(|m| m.starts_with("../config:")).unwrap();
     assert!(
         policy.starts_with(config_mount.split(':').nth(1).unwrap()),
