@@ -98,6 +98,38 @@ pub struct LiteLlmClient {
     authorization: HeaderValue,
 }
 
+/// A time a call must finish by, and the name its error gives when it passes.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    limit: &'static str,
+}
+
+impl Deadline {
+    /// The sooner of the caller's deadline and this client's own `limit` from now.
+    fn sooner(caller: Option<Instant>, own: Duration, limit: &'static str) -> Self {
+        let own = Self {
+            at: Instant::now() + own,
+            limit,
+        };
+        match caller {
+            Some(at) if at <= own.at => Self {
+                at,
+                limit: "caller deadline",
+            },
+            _ => own,
+        }
+    }
+
+    /// The caller's deadline, if it set one.
+    fn caller(caller: Option<Instant>) -> Option<Self> {
+        caller.map(|at| Self {
+            at,
+            limit: "caller deadline",
+        })
+    }
+}
+
 /// A call in flight and how it got there.
 struct Sent {
     response: reqwest::Response,
@@ -152,34 +184,33 @@ impl LiteLlmClient {
         &self,
         build: impl Fn() -> reqwest::RequestBuilder,
         first_byte_limit: Duration,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
     ) -> Result<Sent, ProviderError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let now = Instant::now();
-            let remaining = deadline.map(|deadline| deadline.saturating_duration_since(now));
-            if remaining == Some(Duration::ZERO) {
+            let remaining = deadline.map(|deadline| deadline.at.saturating_duration_since(now));
+            if let Some(deadline) = deadline
+                && remaining == Some(Duration::ZERO)
+            {
                 return Err(ProviderError::new(
                     ErrorKind::DeadlineExceeded {
-                        limit: "caller deadline",
+                        limit: deadline.limit,
                     },
                     attempt - 1,
                 ));
             }
             let limit = remaining.map_or(first_byte_limit, |left| left.min(first_byte_limit));
-            let limited_by_caller = remaining.is_some_and(|left| left < first_byte_limit);
+            // Which limit runs out first names the error.
+            let expired = deadline
+                .filter(|_| remaining.is_some_and(|left| left < first_byte_limit))
+                .map_or("time to first byte", |deadline| deadline.limit);
             let result = tokio::time::timeout(limit, build().send()).await;
             let response = match result {
                 Err(_) => {
                     return Err(ProviderError::new(
-                        ErrorKind::DeadlineExceeded {
-                            limit: if limited_by_caller {
-                                "caller deadline"
-                            } else {
-                                "time to first byte"
-                            },
-                        },
+                        ErrorKind::DeadlineExceeded { limit: expired },
                         attempt,
                     ));
                 }
@@ -207,7 +238,7 @@ impl LiteLlmClient {
             }
             let call_id = header_text(response.headers(), "x-litellm-call-id");
             let retry_after = retry_after(response.headers());
-            let body = read_limited(response, MAX_ERROR_BODY_BYTES, deadline)
+            let body = read_limited(response, MAX_ERROR_BODY_BYTES, deadline.map(|d| d.at))
                 .await
                 .unwrap_or_default();
             let kind = ErrorKind::from_response(status, retry_after, &body);
@@ -278,8 +309,8 @@ impl LiteLlmClient {
 }
 
 /// Whether waiting `delay` still leaves time before `deadline`.
-fn fits(deadline: Option<Instant>, delay: Duration) -> bool {
-    deadline.is_none_or(|deadline| Instant::now() + delay < deadline)
+fn fits(deadline: Option<Deadline>, delay: Duration) -> bool {
+    deadline.is_none_or(|deadline| Instant::now() + delay < deadline.at)
 }
 
 fn transport_error(error: &reqwest::Error) -> ErrorKind {
@@ -405,42 +436,28 @@ impl LiteLlm for LiteLlmClient {
         request.stream = Some(false);
         request.stream_options = None;
         let body = encode(&request)?;
-        let whole_call = Instant::now() + self.config.request_timeout;
-        let deadline = context.deadline.map_or(whole_call, |d| d.min(whole_call));
-        let hint = deadline.saturating_duration_since(Instant::now());
+        let deadline =
+            Deadline::sooner(context.deadline, self.config.request_timeout, "whole call");
+        let hint = deadline.at.saturating_duration_since(Instant::now());
         let sent = self
             .send(
                 || self.post_chat(context, body.clone(), Some(hint)),
                 self.config.first_byte_timeout,
                 Some(deadline),
             )
-            .await
-            .map_err(|mut error| {
-                if matches!(
-                    error.kind,
-                    ErrorKind::DeadlineExceeded {
-                        limit: "caller deadline"
-                    }
-                ) && context.deadline.is_none_or(|d| d > whole_call)
-                {
-                    error.kind = ErrorKind::DeadlineExceeded {
-                        limit: "whole call",
-                    };
-                }
-                error
-            })?;
+            .await?;
         let meta = meta_of(&sent);
         let fail = |kind| ProviderError {
             kind,
             attempts: meta.attempts,
             call_id: meta.call_id.clone(),
         };
-        let raw = read_limited(sent.response, self.config.max_body_bytes, Some(deadline))
+        let raw = read_limited(sent.response, self.config.max_body_bytes, Some(deadline.at))
             .await
             .ok_or_else(|| {
-                fail(if Instant::now() >= deadline {
+                fail(if Instant::now() >= deadline.at {
                     ErrorKind::DeadlineExceeded {
-                        limit: "whole call",
+                        limit: deadline.limit,
                     }
                 } else {
                     ErrorKind::Protocol {
@@ -477,7 +494,7 @@ impl LiteLlm for LiteLlmClient {
             .send(
                 || self.post_chat(context, body.clone(), None),
                 self.config.first_byte_timeout,
-                context.deadline,
+                Deadline::caller(context.deadline),
             )
             .await?;
         let meta = meta_of(&sent);
@@ -504,7 +521,11 @@ impl LiteLlm for LiteLlmClient {
     }
 
     async fn models(&self, context: &RequestContext) -> Result<ModelList, ProviderError> {
-        let deadline = short_deadline(context.deadline, self.config.short_call_timeout);
+        let deadline = Deadline::sooner(
+            context.deadline,
+            self.config.short_call_timeout,
+            "whole call",
+        );
         let sent = self
             .send(
                 || {
@@ -513,11 +534,11 @@ impl LiteLlm for LiteLlmClient {
                         .header("traceparent", context.traceparent())
                 },
                 self.config.short_call_timeout,
-                context.deadline,
+                Deadline::caller(context.deadline),
             )
             .await?;
         let attempts = sent.attempts;
-        let raw = read_limited(sent.response, self.config.max_body_bytes, Some(deadline))
+        let raw = read_limited(sent.response, self.config.max_body_bytes, Some(deadline.at))
             .await
             .ok_or_else(|| {
                 ProviderError::new(
@@ -592,11 +613,6 @@ impl LiteLlmClient {
             ))
         }
     }
-}
-
-fn short_deadline(caller: Option<Instant>, limit: Duration) -> Instant {
-    let own = Instant::now() + limit;
-    caller.map_or(own, |caller| caller.min(own))
 }
 
 #[cfg(test)]
