@@ -58,7 +58,7 @@ impl DependencyStatus {
         }
     }
 
-    /// Whether it is usable (up, or not needed).
+    /// Whether it was checked and found down (`not_configured` is not down).
     pub fn is_down(&self) -> bool {
         self.status == "down"
     }

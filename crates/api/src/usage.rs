@@ -24,7 +24,8 @@ pub struct UsageTotals {
 }
 
 impl UsageTotals {
-    fn add(&mut self, other: &Self) {
+    /// Adds another row's totals to these.
+    pub fn add(&mut self, other: &Self) {
         self.requests += other.requests;
         self.errors += other.errors;
         self.input_tokens += other.input_tokens;

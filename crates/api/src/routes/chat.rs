@@ -286,11 +286,10 @@ impl Stream for Relay {
         match Pin::new(&mut this.upstream).poll_next(cx) {
             Poll::Ready(Some(Ok(event))) => Poll::Ready(Some(Ok(event.bytes))),
             Poll::Ready(Some(Err(error))) => {
+                let kind = error.kind.label();
                 let api_error = ApiError::Provider(error);
                 if let Some(pending) = this.pending.take() {
-                    if let ApiError::Provider(error) = &api_error {
-                        pending.state.metrics.upstream_error(error.kind.label());
-                    }
+                    pending.state.metrics.upstream_error(kind);
                     pending.complete(
                         Outcome::Error,
                         Some(record_error(&api_error)),

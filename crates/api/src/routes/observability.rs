@@ -164,12 +164,7 @@ pub async fn usage(
     };
     let mut totals = UsageTotals::default();
     for row in &rows {
-        totals.requests += row.totals.requests;
-        totals.errors += row.totals.errors;
-        totals.input_tokens += row.totals.input_tokens;
-        totals.output_tokens += row.totals.output_tokens;
-        totals.total_tokens += row.totals.total_tokens;
-        totals.cost_usd += row.totals.cost_usd;
+        totals.add(&row.totals);
     }
     Ok(HttpResponse::Ok().json(UsageReport {
         from: from_day,
