@@ -26,12 +26,11 @@ use actix_cors::Cors;
 use actix_web::dev::Server;
 use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpServer, web};
-use base64::Engine as _;
 use bff_auth::{ConfigError, Gate};
 use bff_providers::{ClientBuildError, LiteLlm, LiteLlmClient, LiteLlmConfig};
 use bff_telemetry::{
-    HeliconeConfig, HeliconeSink, LangfuseConfig, LangfuseSink, Pipeline, PipelineConfig, Secret,
-    TelemetryError, TelemetrySink,
+    HeliconeConfig, HeliconeSink, LangfuseConfig, LangfuseSink, Pipeline, PipelineConfig,
+    TelemetryError, TelemetrySink, basic_authorization,
 };
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -97,15 +96,8 @@ impl Application {
         let observability = Observability::new(
             settings.auth.openwebui_url.clone(),
             settings.langfuse.as_ref().map(|langfuse| {
-                let credentials = base64::engine::general_purpose::STANDARD.encode(format!(
-                    "{}:{}",
-                    langfuse.public_key,
-                    langfuse.secret_key.expose()
-                ));
-                (
-                    langfuse.host.clone(),
-                    Secret::new(format!("Basic {credentials}")),
-                )
+                let credentials = basic_authorization(&langfuse.public_key, &langfuse.secret_key);
+                (langfuse.host.clone(), credentials)
             }),
             settings
                 .helicone

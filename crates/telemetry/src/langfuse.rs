@@ -64,13 +64,11 @@ impl LangfuseConfig {
             what: "LANGFUSE_HOST",
             reason: error.to_string(),
         })?;
-        let credentials = base64::engine::general_purpose::STANDARD
-            .encode(format!("{public_key}:{}", secret_key.expose()));
         Ok(Self::otlp(
             endpoint,
             vec![(
                 "authorization".into(),
-                Secret::new(format!("Basic {credentials}")),
+                basic_authorization(public_key, secret_key),
             )],
         ))
     }
@@ -85,6 +83,14 @@ impl LangfuseConfig {
             timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// The `Authorization` value of a Langfuse project key pair (`Basic base64(pk:sk)`), for the
+/// write path here and for readers of Langfuse's public API.
+pub fn basic_authorization(public_key: &str, secret_key: &Secret) -> Secret {
+    let credentials = base64::engine::general_purpose::STANDARD
+        .encode(format!("{public_key}:{}", secret_key.expose()));
+    Secret::new(format!("Basic {credentials}"))
 }
 
 /// The Langfuse (OTLP) sink.
@@ -116,8 +122,8 @@ impl LangfuseSink {
         })
     }
 
-    /// The OTLP request for `records` (exposed for tests and tooling).
-    pub fn encode(&self, records: &[&LlmRecord]) -> ExportTraceServiceRequest {
+    /// The OTLP request carrying `spans`.
+    fn export_request(&self, spans: Vec<Span>) -> ExportTraceServiceRequest {
         ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 resource: Some(Resource {
@@ -130,10 +136,7 @@ impl LangfuseSink {
                         version: env!("CARGO_PKG_VERSION").into(),
                         ..Default::default()
                     }),
-                    spans: records
-                        .iter()
-                        .flat_map(|record| self.spans(record))
-                        .collect(),
+                    spans,
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -345,8 +348,8 @@ impl LangfuseSink {
         ]
     }
 
-    async fn post(&self, records: &[&LlmRecord]) -> Result<(), ExportError> {
-        let body = self.encode(records).encode_to_vec();
+    async fn post(&self, spans: Vec<Span>) -> Result<(), ExportError> {
+        let body = self.export_request(spans).encode_to_vec();
         let mut gzip = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
         let compressed = gzip
             .write_all(&body)
@@ -374,29 +377,36 @@ impl LangfuseSink {
     }
 }
 
-/// Packs records into exports no larger than [`MAX_EXPORT_BYTES`] (a single oversized record
-/// still goes alone).
-fn pack<'a>(sink: &LangfuseSink, records: &[&'a LlmRecord]) -> Vec<Vec<&'a LlmRecord>> {
-    let mut groups: Vec<Vec<&LlmRecord>> = Vec::new();
+/// One export: the spans of `records` consecutive records.
+struct Export {
+    records: usize,
+    spans: Vec<Span>,
+}
+
+/// Builds each record's spans once and packs them into exports no larger than
+/// [`MAX_EXPORT_BYTES`] (a single oversized record still goes alone).
+fn pack(sink: &LangfuseSink, records: &[&LlmRecord]) -> Vec<Export> {
+    let mut exports: Vec<Export> = Vec::new();
     let mut size = 0;
     for record in records {
-        let record_size: usize = sink
-            .spans(record)
-            .iter()
-            .map(prost::Message::encoded_len)
-            .sum();
-        match groups.last_mut() {
-            Some(group) if size + record_size <= MAX_EXPORT_BYTES => {
-                group.push(record);
+        let spans = sink.spans(record);
+        let record_size: usize = spans.iter().map(prost::Message::encoded_len).sum();
+        match exports.last_mut() {
+            Some(export) if size + record_size <= MAX_EXPORT_BYTES => {
+                export.records += 1;
+                export.spans.extend(spans);
                 size += record_size;
             }
             _ => {
-                groups.push(vec![record]);
+                exports.push(Export {
+                    records: 1,
+                    spans: spans.into(),
+                });
                 size = record_size;
             }
         }
     }
-    groups
+    exports
 }
 
 #[async_trait]
@@ -407,9 +417,9 @@ impl TelemetrySink for LangfuseSink {
 
     async fn export(&self, batch: &[&LlmRecord]) -> Vec<Result<(), ExportError>> {
         let mut results = Vec::with_capacity(batch.len());
-        for group in pack(self, batch) {
-            let result = self.post(&group).await;
-            results.extend(std::iter::repeat_n(result, group.len()));
+        for export in pack(self, batch) {
+            let result = self.post(export.spans).await;
+            results.extend(std::iter::repeat_n(result, export.records));
         }
         results
     }

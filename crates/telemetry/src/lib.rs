@@ -48,7 +48,7 @@ mod spool;
 pub use counters::{SinkCounters, SinkStats};
 pub use error::TelemetryError;
 pub use helicone::{HeliconeConfig, HeliconeSink, helicone_request_id, log_body};
-pub use langfuse::{LangfuseConfig, LangfuseSink};
+pub use langfuse::{LangfuseConfig, LangfuseSink, basic_authorization};
 pub use logging::{LogFormat, init_logging};
 pub use pipeline::{Pipeline, PipelineConfig};
 pub use record::{CapturePolicy, LlmRecord, Outcome, RecordError, TokenUsage, UnixNanos};
