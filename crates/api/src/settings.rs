@@ -170,8 +170,9 @@ impl Settings {
     /// Loads from the process environment and the `.env` file (`BFF_ENV_FILE`, default
     /// `./.env`, optional). Real environment variables win over the file.
     pub fn load() -> Result<Self, SettingsError> {
-        let env_file = std::env::var("BFF_ENV_FILE").unwrap_or_else(|_| ".env".into());
-        let file = read_env_file(Path::new(&env_file), std::env::var("BFF_ENV_FILE").is_ok())?;
+        let chosen = std::env::var("BFF_ENV_FILE").ok();
+        let path = chosen.as_deref().unwrap_or(".env");
+        let file = read_env_file(Path::new(path), chosen.is_some())?;
         Self::from_lookup(|name| std::env::var(name).ok().or_else(|| file.get(name).cloned()))
     }
 

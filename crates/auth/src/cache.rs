@@ -11,8 +11,8 @@
 //! - At capacity, expired entries are evicted first, then arbitrary idle ones.
 
 use crate::directory::{DirectoryCredential, DirectoryError, DirectoryUser, UserDirectory};
+use crate::service_keys::sha256;
 use async_trait::async_trait;
-use ring::digest::{SHA256, digest};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -108,9 +108,7 @@ fn cache_key(credential: &DirectoryCredential) -> CacheKey {
     };
     let mut input = kind.to_vec();
     input.extend_from_slice(credential.secret().expose().as_bytes());
-    let mut key = [0_u8; 32];
-    key.copy_from_slice(digest(&SHA256, &input).as_ref());
-    key
+    sha256(&input)
 }
 
 #[async_trait]

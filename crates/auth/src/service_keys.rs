@@ -28,7 +28,7 @@ impl ServiceKeys {
         Self {
             keys: keys
                 .into_iter()
-                .map(|(name, key)| (name, sha256(key.expose())))
+                .map(|(name, key)| (name, sha256(key.expose().as_bytes())))
                 .collect(),
         }
     }
@@ -45,7 +45,7 @@ impl ServiceKeys {
 
     /// The name of the key equal to `presented`, if any.
     pub fn identify(&self, presented: &str) -> Option<&str> {
-        let presented = sha256(presented);
+        let presented = sha256(presented.as_bytes());
         let mut found = None;
         for (name, key) in &self.keys {
             if bool::from(key.ct_eq(&presented)) {
@@ -56,9 +56,10 @@ impl ServiceKeys {
     }
 }
 
-fn sha256(value: &str) -> [u8; 32] {
+/// SHA-256 of `bytes`, as an array.
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     let mut out = [0_u8; 32];
-    out.copy_from_slice(digest(&SHA256, value.as_bytes()).as_ref());
+    out.copy_from_slice(digest(&SHA256, bytes).as_ref());
     out
 }
 
