@@ -1,46 +1,66 @@
-//! Per-request context and the two app-wide middlewares.
+//! Per-request context and the app-wide request-context middleware.
 //!
 //! Middleware order, outermost first (each `wrap` in [`crate::Application`] follows it):
-//! 1. [`request_context`] — request id (`X-Request-Id`, sanitised, or a new UUID v7) and trace
-//!    id (`traceparent`, or new) into the request extensions and the log span; after the
-//!    handler: metrics, one log line, error bodies normalized to OpenAI JSON with the request
-//!    id, and `X-Request-Id` on every response.
+//! 1. [`request_context`] — mints the request id (a UUID v7; a caller's `X-Request-Id` is kept
+//!    only as `client_request_id`) and the trace id; after the handler: metrics (method
+//!    normalised, route pattern or `unmatched`), one log line saying who did what, every error
+//!    body rendered by [`crate::error::render`] with the request id, `X-Request-Id`,
+//!    `X-Content-Type-Options: nosniff` and `Cache-Control: no-store` on every response.
 //! 2. CORS (only when `CORS_ALLOWED_ORIGINS` is set), so preflights need no credentials.
-//! 3. [`authenticate`] — every route except [`PUBLIC_ROUTES`] requires a valid caller; the
-//!    [`Identity`] goes into the extensions, where each route's `gate.require(permission)`
-//!    finds it.
+//! 3. `Gate::authenticate_requests` (bff-auth) — the one place that decides who is calling:
+//!    every route except [`PUBLIC_ROUTES`] requires a valid caller, whose [`Identity`] goes
+//!    into the extensions. Each route's `gate.require(permission)` then decides what they may
+//!    do (and, for chat, [`bff_auth::Policy::check_request`] the body's models and fields).
 
-use crate::error::generic_error;
+use crate::error::{ApiError, ErrorParts, auth_parts, generic_parts, render};
 use crate::state::AppState;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, HttpResponse, web};
-use bff_auth::{AuthError, Identity, credentials_from_request};
+use bff_auth::{AuthError, AuthMethod, Identity};
 use bff_providers::TraceId;
-use serde_json::{Value, json};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
 /// Routes reachable without credentials. `/metrics` joins them unless `METRICS_REQUIRE_AUTH`.
 /// (`/monitoring` is a static page; everything it shows comes from authenticated routes.)
-pub const PUBLIC_ROUTES: [&str; 3] = ["/health", "/ready", "/monitoring"];
+pub const PUBLIC_ROUTES: [&str; 5] = [
+    "/health",
+    "/ready",
+    "/monitoring",
+    "/monitoring.js",
+    "/monitoring.css",
+];
 
 /// The request id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Longest accepted incoming request id.
-const MAX_REQUEST_ID: usize = 128;
+/// Longest kept client request id.
+const MAX_CLIENT_REQUEST_ID: usize = 128;
+
+/// A caller's `traceparent`: honoured only when the caller is a trusted backend.
+#[derive(Debug, Clone)]
+struct IncomingTrace {
+    trace_id: TraceId,
+    span_id: String,
+}
 
 /// Identity of one request, for handlers, logs, LiteLLM and telemetry.
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
-    /// Accepted `X-Request-Id` or a new UUID v7.
+    /// bff's own id for this request (UUID v7): what LiteLLM, Langfuse and Helicone key on.
     pub request_id: String,
-    /// Trace id from `traceparent`, or new.
+    /// The caller's `X-Request-Id`, sanitised: an attribute, never a key.
+    pub client_request_id: Option<String>,
+    /// The trace: new, or a trusted backend's (see [`RequestInfo::of`]).
     pub trace_id: TraceId,
+    /// The trusted backend's span bff's spans hang under, if any.
+    pub parent_span_id: Option<String>,
+    incoming: Option<IncomingTrace>,
     /// Monotonic start.
     pub started: Instant,
     /// Wall-clock start.
@@ -48,27 +68,54 @@ pub struct RequestInfo {
 }
 
 impl RequestInfo {
-    /// The info stored by [`request_context`], or a fresh one (handler tests without it).
+    /// The info stored by [`request_context`] (or a fresh one), with the trace resolved for
+    /// the authenticated caller: a service-key caller's `traceparent` is adopted as the parent;
+    /// anyone else's is ignored.
     pub fn of(request: &actix_web::HttpRequest) -> Self {
-        request
-            .extensions()
+        let extensions = request.extensions();
+        let info = extensions
             .get::<Self>()
             .cloned()
-            .unwrap_or_else(|| Self::new(None, None))
+            .unwrap_or_else(|| Self::new(None, None));
+        info.resolved(extensions.get::<Identity>())
     }
 
-    fn new(request_id: Option<&str>, traceparent: Option<&str>) -> Self {
+    fn new(client_request_id: Option<&str>, traceparent: Option<&str>) -> Self {
         Self {
-            request_id: request_id
-                .and_then(sanitize_request_id)
-                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
-            trace_id: traceparent
-                .and_then(TraceId::from_traceparent)
-                .unwrap_or_else(TraceId::random),
+            request_id: uuid::Uuid::now_v7().to_string(),
+            client_request_id: client_request_id.and_then(sanitize_request_id),
+            trace_id: TraceId::random(),
+            parent_span_id: None,
+            incoming: traceparent.and_then(incoming_trace),
             started: Instant::now(),
             started_at: SystemTime::now(),
         }
     }
+
+    fn resolved(mut self, identity: Option<&Identity>) -> Self {
+        let trusted = identity.is_some_and(|identity| {
+            matches!(
+                identity.via,
+                AuthMethod::Service | AuthMethod::ForwardedJwt | AuthMethod::ForwardedHeaders
+            )
+        });
+        if trusted && let Some(incoming) = self.incoming.take() {
+            self.trace_id = incoming.trace_id;
+            self.parent_span_id = Some(incoming.span_id);
+        }
+        self
+    }
+
+    /// `started` plus `limit`, or `None` when that is past what the clock can represent.
+    pub fn deadline(&self, limit: Duration) -> Option<Instant> {
+        self.started.checked_add(limit)
+    }
+}
+
+fn incoming_trace(header: &str) -> Option<IncomingTrace> {
+    let trace_id = TraceId::from_traceparent(header)?;
+    let span_id = header.trim().split('-').nth(2)?.to_ascii_lowercase();
+    Some(IncomingTrace { trace_id, span_id })
 }
 
 /// Time this request spent waiting on LiteLLM (set by the handlers, read for the overhead
@@ -81,9 +128,20 @@ fn sanitize_request_id(raw: &str) -> Option<String> {
     let clean: String = raw
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
-        .take(MAX_REQUEST_ID)
+        .take(MAX_CLIENT_REQUEST_ID)
         .collect();
     (!clean.is_empty()).then_some(clean)
+}
+
+/// The method as a metrics label: a fixed set, whatever a client sends.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 fn header_str<'a>(request: &'a ServiceRequest, name: &str) -> Option<&'a str> {
@@ -102,10 +160,9 @@ pub async fn request_context(
         header_str(&request, "x-request-id"),
         header_str(&request, "traceparent"),
     );
-    let request_id = info.request_id.clone();
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let state = request.app_data::<web::Data<AppState>>().cloned();
-    let span = tracing::info_span!("request", request_id = %request_id, trace_id = %info.trace_id, method = %method, path = %request.path());
+    let span = tracing::info_span!("request", request_id = %info.request_id, trace_id = tracing::field::Empty, method, path = %request.path());
     request.extensions_mut().insert(info.clone());
 
     let response = next.call(request).instrument(span.clone()).await?;
@@ -124,103 +181,176 @@ pub async fn request_context(
     if let Some(state) = &state {
         state
             .metrics
-            .request(&route, &method, status.as_u16(), elapsed, upstream.0);
-        if let Some(error) = response.response().error()
-            && let Some(auth) = error.as_error::<AuthError>()
+            .request(&route, method, status.as_u16(), elapsed, upstream.0);
+        if let Some(auth) = response
+            .response()
+            .error()
+            .and_then(|error| error.as_error::<AuthError>())
         {
             state.metrics.auth_failure(auth.code());
         }
     }
-    span.in_scope(|| {
-        tracing::info!(status = status.as_u16(), route = %route, duration_ms = elapsed.as_millis() as u64, upstream_ms = upstream.0.as_millis() as u64, "request finished");
-    });
+    log_finished(&response, &span, &route, elapsed, upstream.0);
 
     let max_body = state.as_ref().map_or(0, |state| state.max_body_bytes);
     let mut response = if status.is_client_error() || status.is_server_error() {
-        normalize_error(response.map_into_boxed_body(), &request_id, max_body).await
+        render_error(response, &info.request_id, max_body)
     } else {
         response.map_into_boxed_body()
     };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, value);
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&info.request_id) {
+        headers.insert(REQUEST_ID, value);
     }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
-/// Rewrites an error response into OpenAI JSON carrying the request id, whatever produced it.
-async fn normalize_error(
-    response: ServiceResponse,
+/// The one log line per request: who (user, role, credential kind), what, how it went.
+fn log_finished<B>(
+    response: &ServiceResponse<B>,
+    span: &tracing::Span,
+    route: &str,
+    elapsed: Duration,
+    upstream: Duration,
+) {
+    let extensions = response.request().extensions();
+    let info = extensions.get::<RequestInfo>().cloned();
+    let identity = extensions.get::<Identity>();
+    let trace_id = info
+        .as_ref()
+        .map(|info| info.clone().resolved(identity).trace_id);
+    if let Some(trace_id) = &trace_id {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
+    let client_request_id = info.and_then(|info| info.client_request_id);
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            route,
+            user_id = identity.map(|identity| identity.user_id.as_str()),
+            role = identity.and_then(|identity| identity.role.as_deref()),
+            auth = identity.map(|identity| identity.via.as_str()),
+            client_request_id,
+            duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            upstream_ms = u64::try_from(upstream.as_millis()).unwrap_or(u64::MAX),
+            "request finished"
+        );
+    });
+}
+
+/// Replaces an error response's body with OpenAI JSON carrying the request id, whatever
+/// produced it; keeps its status and headers (`Retry-After`, `WWW-Authenticate`, …).
+fn render_error(
+    response: ServiceResponse<impl MessageBody + 'static>,
     request_id: &str,
     max_body_bytes: usize,
 ) -> ServiceResponse<BoxBody> {
-    let (request, response) = response.into_parts();
     let status = response.status();
-    let headers = response.headers().clone();
-    let body = actix_web::body::to_bytes(response.into_body())
-        .await
-        .unwrap_or_default();
-    // A JSON object body is bff's own answer (an error, or e.g. `/ready`'s report): keep it.
-    // Anything else (actix's plain-text 404, 405, 413, payload errors) becomes OpenAI JSON.
-    let mut json = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .filter(Value::is_object)
-        .unwrap_or_else(|| {
-            let (message, error_type, code) = generic_error(status, max_body_bytes);
-            let text = String::from_utf8_lossy(&body);
-            // actix's own 4xx texts (e.g. payload errors) say what is wrong; keep them.
-            let message = if status.as_u16() == 400 && !text.trim().is_empty() {
-                text.trim().chars().take(300).collect()
-            } else {
-                message
-            };
-            json!({"error": {"message": message, "type": error_type, "param": null, "code": code}})
-        });
-    if let Some(error) = json.get_mut("error").and_then(Value::as_object_mut) {
-        error.insert("request_id".into(), request_id.into());
-    }
+    let parts = match response.response().error() {
+        Some(error) => error_parts(error, status, request_id, max_body_bytes),
+        // A JSON answer bff built on purpose (e.g. `/ready`'s report) stays as it is.
+        None if is_json(response.headers()) => return response.map_into_boxed_body(),
+        None => generic_parts(status, None, max_body_bytes),
+    };
+    let body = render(&parts, request_id).to_string();
+    let (request, response) = response.into_parts();
     let mut rebuilt = HttpResponse::build(status);
-    for (name, value) in &headers {
+    for (name, value) in response.headers() {
         if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
             rebuilt.append_header((name.clone(), value.clone()));
         }
     }
-    let rebuilt = rebuilt
-        .content_type("application/json")
-        .body(json.to_string());
+    let rebuilt = rebuilt.content_type("application/json").body(body);
     ServiceResponse::new(request, rebuilt)
 }
 
-/// See the module docs (3).
-pub async fn authenticate(
-    request: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    let Some(state) = request.app_data::<web::Data<AppState>>().cloned() else {
-        return Ok(request.error_response(AuthError::NotConfigured));
-    };
-    let public = PUBLIC_ROUTES.contains(&request.path())
-        || (request.path() == "/metrics" && !state.metrics_require_auth)
-        || request.method() == actix_web::http::Method::OPTIONS;
-    if !public {
-        match state
-            .gate
-            .authenticate(&credentials_from_request(request.request()))
-            .await
-        {
-            Ok(identity) => {
-                request.extensions_mut().insert::<Identity>(identity);
-            }
-            Err(error) => return Ok(request.error_response(error)),
+/// What the body of an error says; server-side details go to the log instead.
+fn error_parts(
+    error: &Error,
+    status: StatusCode,
+    request_id: &str,
+    max_body_bytes: usize,
+) -> ErrorParts<'static> {
+    if let Some(api) = error.as_error::<ApiError>() {
+        if api.is_server_side() {
+            tracing::warn!(request_id, status = status.as_u16(), error = %api, "request failed");
         }
+        return into_owned(api.parts());
     }
-    next.call(request)
-        .await
-        .map(ServiceResponse::map_into_boxed_body)
+    if let Some(auth) = error.as_error::<AuthError>() {
+        if status.is_server_error() {
+            tracing::warn!(request_id, status = status.as_u16(), error = ?auth, "request failed");
+        }
+        return into_owned(auth_parts(auth));
+    }
+    // actix's own errors (payload, query, JSON): their text says what is wrong with the input.
+    let detail = status
+        .is_client_error()
+        .then(|| error.to_string().chars().take(300).collect());
+    generic_parts(status, detail, max_body_bytes)
+}
+
+fn into_owned(parts: ErrorParts<'_>) -> ErrorParts<'static> {
+    ErrorParts {
+        message: parts.message.into_owned().into(),
+        error_type: parts.error_type,
+        code: parts.code,
+        param: parts.param.map(|param| param.into_owned().into()),
+    }
+}
+
+fn is_json(headers: &actix_web::http::header::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn methods_become_a_fixed_set_of_labels() {
+        for (method, label) in [
+            ("GET", "GET"),
+            ("POST", "POST"),
+            ("PUT", "other"),
+            ("XYZZY", "other"),
+            (&"A".repeat(200), "other"),
+        ] {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), label);
+        }
+    }
+
+    #[test]
+    fn a_traceparent_is_adopted_from_trusted_backends_only() {
+        let header = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let caller = |via| Identity {
+            user_id: "u".into(),
+            role: None,
+            email: None,
+            name: None,
+            chat_id: None,
+            via,
+        };
+        let info = RequestInfo::new(Some("client-1"), Some(header));
+        let user = info.clone().resolved(Some(&caller(AuthMethod::Session)));
+        assert_ne!(user.trace_id.as_str(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(user.parent_span_id, None);
+        let service = info.clone().resolved(Some(&caller(AuthMethod::Service)));
+        assert_eq!(service.trace_id.as_str(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(service.parent_span_id.as_deref(), Some("b7ad6b7169203331"));
+        // The request id is always bff's own.
+        assert_ne!(info.request_id, "client-1");
+        assert_eq!(info.client_request_id.as_deref(), Some("client-1"));
+    }
 
     #[test]
     fn request_ids_are_sanitised_and_bounded() {

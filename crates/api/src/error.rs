@@ -1,36 +1,44 @@
-//! [`ApiError`]: every failure bff answers with, as OpenAI-shaped JSON
-//! `{"error":{"message","type","param","code","request_id"}}`. The request id is added by the
-//! request-context middleware, which also rewrites any other error body (actix's own 404,
-//! 405, 413, payload errors) into this shape.
+//! [`ApiError`]: every failure bff answers with, and [`render`], the one function that writes
+//! an error body: OpenAI-shaped JSON `{"error":{"message","type","param","code","request_id"}}`.
+//!
+//! Handlers return errors; the request-context middleware renders every error response, bff's
+//! own and actix's (404, 405, 413, payload errors), through [`render`] with the request id.
+//! Caller-caused upstream 4xx keep LiteLLM's words (the caller needs "context length
+//! exceeded"); 5xx and dependency failures say only what failed, and the detail goes to the log
+//! under the same request id.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use bff_auth::AuthError;
-use bff_providers::{ErrorKind, ProviderError};
-use serde_json::json;
+use bff_providers::{ErrorKind, InvalidParameter, ProviderError};
+use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// Authentication or authorization failed (401/403/503).
+    /// Authentication or authorization failed (400 unsupported field, 401, 403, 503).
     #[error(transparent)]
     Auth(#[from] AuthError),
     /// LiteLLM failed (mapped per kind).
     #[error(transparent)]
     Provider(#[from] ProviderError),
-    /// The request body is not what the route expects.
+    /// The request body or query is not what the route expects.
     #[error("{message}")]
     BadRequest {
         /// What is wrong.
         message: String,
         /// The offending field, if one.
-        param: Option<&'static str>,
+        param: Option<String>,
     },
-    /// The caller's role may not use this model.
-    #[error("model `{0}` is not allowed for your role")]
-    ModelNotAllowed(String),
+    /// A chat parameter breaks its documented type.
+    #[error("invalid parameter {0}")]
+    InvalidParameter(#[from] InvalidParameter),
+    /// The body is not declared as JSON.
+    #[error("send the request body as JSON with `Content-Type: application/json`")]
+    UnsupportedMediaType,
     /// A feature needs a dependency that is not configured.
     #[error("{0}")]
     NotConfigured(&'static str),
@@ -39,41 +47,79 @@ pub enum ApiError {
     Dependency {
         /// Which dependency.
         dependency: &'static str,
-        /// Why.
+        /// Why (logged, never shown to the caller).
         reason: String,
     },
 }
 
+/// What an error body says, before the request id is added.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorParts<'a> {
+    /// For the caller.
+    pub message: Cow<'a, str>,
+    /// OpenAI's `type`.
+    pub error_type: &'static str,
+    /// A stable code.
+    pub code: &'static str,
+    /// The request field it is about.
+    pub param: Option<Cow<'a, str>>,
+}
+
+/// Renders an error body: the one place its shape is written.
+pub fn render(parts: &ErrorParts<'_>, request_id: &str) -> Value {
+    json!({"error": {
+        "message": parts.message,
+        "type": parts.error_type,
+        "param": parts.param,
+        "code": parts.code,
+        "request_id": request_id,
+    }})
+}
+
 impl ApiError {
     /// A 400 with a message.
-    pub fn bad_request(message: impl Into<String>, param: Option<&'static str>) -> Self {
+    pub fn bad_request(message: impl Into<String>, param: Option<&str>) -> Self {
         Self::BadRequest {
             message: message.into(),
-            param,
+            param: param.map(str::to_owned),
         }
     }
 
-    /// The OpenAI-style `type` and `code`.
-    fn type_and_code(&self) -> (&'static str, &'static str) {
+    /// What the body says.
+    pub fn parts(&self) -> ErrorParts<'_> {
         match self {
-            Self::Auth(error) => (error.error_type(), error.code()),
-            Self::Provider(error) => match &error.kind {
-                ErrorKind::BadRequest { .. } => ("invalid_request_error", "upstream_bad_request"),
-                ErrorKind::UnknownModel { .. } => ("invalid_request_error", "model_not_found"),
-                ErrorKind::RateLimited { .. } => ("rate_limit_error", "rate_limited"),
-                ErrorKind::UpstreamTimeout { .. } | ErrorKind::DeadlineExceeded { .. } => {
-                    ("timeout_error", "upstream_timeout")
-                }
-                ErrorKind::AuthRejected { .. } => ("upstream_error", "upstream_auth_rejected"),
-                ErrorKind::Unavailable { .. } => {
-                    ("service_unavailable_error", "upstream_unavailable")
-                }
-                _ => ("upstream_error", error.kind.label()),
+            Self::Auth(error) => auth_parts(error),
+            Self::Provider(error) => provider_parts(error),
+            Self::BadRequest { message, param } => ErrorParts {
+                message: message.into(),
+                error_type: "invalid_request_error",
+                code: "invalid_request",
+                param: param.as_deref().map(Cow::Borrowed),
             },
-            Self::BadRequest { .. } => ("invalid_request_error", "invalid_request"),
-            Self::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
-            Self::Dependency { .. } => ("upstream_error", "dependency_failed"),
-            Self::NotConfigured(_) => ("service_unavailable_error", "not_configured"),
+            Self::InvalidParameter(error) => ErrorParts {
+                message: self.to_string().into(),
+                error_type: "invalid_request_error",
+                code: "invalid_value",
+                param: Some(error.param.as_str().into()),
+            },
+            Self::UnsupportedMediaType => ErrorParts {
+                message: self.to_string().into(),
+                error_type: "invalid_request_error",
+                code: "unsupported_media_type",
+                param: None,
+            },
+            Self::NotConfigured(message) => ErrorParts {
+                message: (*message).into(),
+                error_type: "service_unavailable_error",
+                code: "not_configured",
+                param: None,
+            },
+            Self::Dependency { dependency, .. } => ErrorParts {
+                message: format!("{dependency} could not be read; the server log has the details for this request id").into(),
+                error_type: "upstream_error",
+                code: "dependency_failed",
+                param: None,
+            },
         }
     }
 
@@ -88,29 +134,54 @@ impl ApiError {
         }
     }
 
-    /// The message shown to the caller. Upstream messages are LiteLLM's own words (no secrets:
-    /// LiteLLM never echoes keys); auth messages never contain the credential.
-    fn public_message(&self) -> String {
-        match self {
-            Self::Provider(error) => match &error.kind {
-                ErrorKind::AuthRejected { .. } => {
-                    "the model gateway rejected bff's credentials; the operator must check LITELLM_API_KEY".into()
-                }
-                _ => error.kind.to_string(),
-            },
-            other => other.to_string(),
-        }
+    /// Whether the detail must stay in the log: a failure of bff or a dependency, not the
+    /// caller's doing.
+    pub fn is_server_side(&self) -> bool {
+        self.status_code().is_server_error()
     }
+}
 
-    /// The JSON body (without the request id, which the middleware adds).
-    pub fn body(&self) -> serde_json::Value {
-        let (error_type, code) = self.type_and_code();
-        let param = match self {
-            Self::BadRequest { param, .. } => param.map(str::to_owned),
-            Self::ModelNotAllowed(_) => Some("model".into()),
-            _ => None,
-        };
-        json!({"error": {"message": self.public_message(), "type": error_type, "param": param, "code": code}})
+/// The body of an [`AuthError`].
+pub fn auth_parts(error: &AuthError) -> ErrorParts<'_> {
+    ErrorParts {
+        message: error.to_string().into(),
+        error_type: error.error_type(),
+        code: error.code(),
+        param: error.param().map(Cow::Borrowed),
+    }
+}
+
+fn provider_parts(error: &ProviderError) -> ErrorParts<'_> {
+    let (error_type, code) = match &error.kind {
+        ErrorKind::BadRequest { .. } => ("invalid_request_error", "upstream_bad_request"),
+        ErrorKind::UnknownModel { .. } => ("invalid_request_error", "model_not_found"),
+        ErrorKind::RateLimited { .. } => ("rate_limit_error", "rate_limited"),
+        ErrorKind::UpstreamTimeout { .. } | ErrorKind::DeadlineExceeded { .. } => {
+            ("timeout_error", "upstream_timeout")
+        }
+        ErrorKind::AuthRejected { .. } => ("upstream_error", "upstream_auth_rejected"),
+        ErrorKind::Unavailable { .. } => ("service_unavailable_error", "upstream_unavailable"),
+        _ => ("upstream_error", error.kind.label()),
+    };
+    let message: Cow<'_, str> = match &error.kind {
+        // The caller's own doing: LiteLLM's words help them fix it.
+        ErrorKind::BadRequest { message, .. }
+        | ErrorKind::UnknownModel { message, .. }
+        | ErrorKind::RateLimited { message, .. } => message.into(),
+        ErrorKind::AuthRejected { .. } => {
+            "the model gateway rejected bff's credentials; the operator must check LITELLM_API_KEY".into()
+        }
+        ErrorKind::UpstreamTimeout { .. } | ErrorKind::DeadlineExceeded { .. } => {
+            "the model did not answer in time".into()
+        }
+        ErrorKind::Unavailable { .. } => "the model gateway is unavailable".into(),
+        _ => "the model gateway failed; the server log has the details for this request id".into(),
+    };
+    ErrorParts {
+        message,
+        error_type,
+        code,
+        param: None,
     }
 }
 
@@ -132,41 +203,39 @@ impl ResponseError for ApiError {
                 | ErrorKind::StreamFailed { .. }
                 | ErrorKind::StreamTruncated => StatusCode::BAD_GATEWAY,
             },
-            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::BadRequest { .. } | Self::InvalidParameter(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Dependency { .. } => StatusCode::BAD_GATEWAY,
             Self::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
+    /// Status and headers only: the body is rendered by the request-context middleware, which
+    /// knows the request id.
     fn error_response(&self) -> HttpResponse {
         let mut response = match self {
-            // bff-auth renders its own errors (and the WWW-Authenticate header).
             Self::Auth(error) => return error.error_response(),
             _ => HttpResponse::build(self.status_code()),
         };
         if let Some(wait) = self.retry_after() {
-            let seconds = wait.as_secs_f64().ceil().max(1.0).to_string();
-            if let Ok(value) = HeaderValue::from_str(&seconds) {
+            let seconds = wait.as_secs().saturating_add(u64::from(wait.subsec_nanos() > 0));
+            if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
                 response.insert_header((header::RETRY_AFTER, value));
             }
         }
-        response.json(self.body())
+        response.finish()
     }
 }
 
-/// The OpenAI-style `type` and `code` for a status bff did not produce itself (actix's 404,
-/// 405, 413, …), used when normalizing error bodies.
-pub(crate) fn generic_error(
+/// The body for a status bff did not produce itself (actix's 404, 405, 413, payload errors).
+/// `detail` is actix's own text for a 400, which says what is wrong with the payload.
+pub(crate) fn generic_parts(
     status: StatusCode,
+    detail: Option<String>,
     max_body_bytes: usize,
-) -> (String, &'static str, &'static str) {
-    match status.as_u16() {
-        404 => (
-            "no route matches this path".into(),
-            "invalid_request_error",
-            "not_found",
-        ),
+) -> ErrorParts<'static> {
+    let (message, error_type, code): (String, _, _) = match status.as_u16() {
+        404 => ("no route matches this path".into(), "invalid_request_error", "not_found"),
         405 => (
             "this route does not accept this method".into(),
             "invalid_request_error",
@@ -178,18 +247,23 @@ pub(crate) fn generic_error(
             "payload_too_large",
         ),
         400..=499 => (
-            status
-                .canonical_reason()
-                .unwrap_or("bad request")
-                .to_lowercase(),
+            detail.unwrap_or_else(|| {
+                status.canonical_reason().unwrap_or("bad request").to_lowercase()
+            }),
             "invalid_request_error",
             "invalid_request",
         ),
         _ => (
-            "internal error; see the server log for this request id".into(),
+            "internal error; the server log has the details for this request id".into(),
             "server_error",
             "internal_error",
         ),
+    };
+    ErrorParts {
+        message: message.into(),
+        error_type,
+        code,
+        param: None,
     }
 }
 
@@ -270,6 +344,36 @@ mod tests {
     }
 
     #[test]
+    fn server_side_failures_keep_their_detail_out_of_the_body() {
+        let secret_detail = "connection refused by 10.0.0.7:4000 (internal host)";
+        for kind in [
+            ErrorKind::UpstreamFailure {
+                status: 500,
+                message: secret_detail.into(),
+            },
+            ErrorKind::Unavailable {
+                reason: secret_detail.into(),
+            },
+            ErrorKind::Protocol {
+                reason: secret_detail.into(),
+            },
+        ] {
+            let error = provider(kind);
+            assert!(error.is_server_side());
+            let body = render(&error.parts(), "req-1").to_string();
+            assert!(!body.contains("10.0.0.7"), "{body}");
+        }
+        let caller = provider(ErrorKind::BadRequest {
+            status: 400,
+            message: "context length exceeded".into(),
+        });
+        assert!(!caller.is_server_side());
+        assert_eq!(caller.parts().message, "context length exceeded");
+        let rendered = render(&caller.parts(), "req-9");
+        assert_eq!(rendered["error"]["request_id"], "req-9");
+    }
+
+    #[test]
     fn rate_limits_carry_retry_after() {
         let response = provider(ErrorKind::RateLimited {
             message: "slow down".into(),
@@ -285,13 +389,8 @@ mod tests {
             status: 401,
             message: "Authentication Error".into(),
         });
-        let body = error.body();
-        assert_eq!(body["error"]["code"], "upstream_auth_rejected");
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("LITELLM_API_KEY")
-        );
+        let parts = error.parts();
+        assert_eq!(parts.code, "upstream_auth_rejected");
+        assert!(parts.message.contains("LITELLM_API_KEY"));
     }
 }

@@ -16,7 +16,7 @@ pub mod settings;
 pub mod state;
 pub mod usage;
 
-use crate::context::{authenticate, request_context};
+use crate::context::{PUBLIC_ROUTES, request_context};
 use crate::metrics::Metrics;
 use crate::observability::Observability;
 use crate::settings::Settings;
@@ -107,7 +107,7 @@ impl Application {
         .map_err(|error| StartupError::Http(error.to_string()))?;
         let state = web::Data::new(AppState {
             litellm,
-            gate: gate.clone(),
+            gate,
             telemetry: Arc::clone(&telemetry),
             metrics: Metrics::default(),
             usage: UsageLedger::default(),
@@ -126,18 +126,21 @@ impl Application {
         let origins = settings.cors_allowed_origins.clone();
         let max_body = settings.max_body_bytes;
         let metrics_require_auth = settings.metrics_require_auth;
+        let mut public_paths = PUBLIC_ROUTES.to_vec();
+        if !metrics_require_auth {
+            public_paths.push("/metrics");
+        }
         tracing::info!(port, "bff configuration: {settings}");
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .app_data(gate.clone())
                 .app_data(web::PayloadConfig::new(max_body))
                 .app_data(web::QueryConfig::default())
                 // Innermost first; the order, outermost first, is documented in `context`.
-                .wrap(from_fn(authenticate))
+                .wrap(state.gate.authenticate_requests(public_paths.iter().copied()))
                 .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
                 .wrap(from_fn(request_context))
-                .configure(|config| routes::configure(config, &gate, metrics_require_auth))
+                .configure(|config| routes::configure(config, &state.gate, metrics_require_auth))
         })
         .listen(listener)
         .map_err(StartupError::Bind)?

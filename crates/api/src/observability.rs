@@ -62,6 +62,12 @@ impl DependencyStatus {
     pub fn is_down(&self) -> bool {
         self.status == "down"
     }
+
+    /// The status without what the dependency said, for viewers who may not see it.
+    pub fn without_detail(mut self) -> Self {
+        self.detail = None;
+        self
+    }
 }
 
 /// One trace (a generation observation, or a v1 trace) as the monitoring page shows it.

@@ -18,12 +18,15 @@ use std::sync::Arc;
 /// Decides who a caller is. Holds no per-request state; share it behind an `Arc`.
 ///
 /// Order of checks:
-/// 1. The credential is the `Authorization: Bearer` value, else the `token` cookie.
+/// 1. The credential is the `Authorization: Bearer` value, else the `token` cookie — the
+///    cookie only for safe methods (`GET`, `HEAD`), because a browser attaches it to requests
+///    other sites make.
 /// 2. A configured service key → the caller is a trusted backend: it may vouch for a user with
 ///    `X-OpenWebUI-User-Jwt` (always checked) or, if enabled, plain `X-OpenWebUI-User-*`
 ///    headers; otherwise the service itself is the principal. Only here are `X-OpenWebUI-*`
 ///    headers read at all.
-/// 3. `sk-…` → an Open WebUI API key, checked with Open WebUI.
+/// 3. `sk-…` → an Open WebUI API key: refused unless it has the form Open WebUI issues
+///    (`sk-` and 32 hex digits), then checked with Open WebUI.
 /// 4. Anything else → a session token: verified locally, then (with a directory) confirmed
 ///    with Open WebUI, which supplies the current role and sees revocations.
 pub struct Authenticator {
@@ -63,7 +66,8 @@ impl Authenticator {
         self
     }
 
-    /// Honours plain `X-OpenWebUI-User-*` headers from service-key callers.
+    /// Honours plain `X-OpenWebUI-User-*` headers from service-key callers, unless a
+    /// forwarded-JWT verifier is set: then only signed identity counts.
     pub fn trusting_forwarded_headers(mut self, trust: bool) -> Self {
         self.trust_forwarded_headers = trust;
         self
@@ -78,7 +82,12 @@ impl Authenticator {
                     BearerError::Empty => "the bearer credential is empty",
                 })
             })?,
-            (None, Some(cookie)) if !cookie.is_empty() => cookie.expose(),
+            (None, Some(cookie)) if !cookie.is_empty() => {
+                if !request.safe_method {
+                    return Err(AuthError::CookieNotAccepted);
+                }
+                cookie.expose()
+            }
             (None, _) => return Err(AuthError::MissingCredentials),
         };
 
@@ -88,7 +97,10 @@ impl Authenticator {
         {
             return self.authenticate_service(service, request);
         }
-        if credential.starts_with("sk-") {
+        if let Some(key) = credential.strip_prefix("sk-") {
+            if !is_api_key_body(key) {
+                return Err(AuthError::MalformedApiKey);
+            }
             return self.authenticate_api_key(credential).await;
         }
         self.authenticate_session(credential).await
@@ -118,7 +130,9 @@ impl Authenticator {
                 .map_err(AuthError::InvalidForwardedToken)?;
             return Ok(forwarded(user, AuthMethod::ForwardedJwt));
         }
+        // With a signing secret configured, only signed identity counts.
         if self.trust_forwarded_headers
+            && self.forwarded_jwt.is_none()
             && let Some(user) = user_from_plain_headers(request)
         {
             return Ok(forwarded(user, AuthMethod::ForwardedHeaders));
@@ -174,6 +188,11 @@ impl Authenticator {
         }
         Ok(identity_from_directory(user, AuthMethod::Session))
     }
+}
+
+/// What follows `sk-` in the API keys Open WebUI issues: 32 hex digits (a UUID's hex).
+fn is_api_key_body(key: &str) -> bool {
+    key.len() == 32 && key.bytes().all(|byte| byte.is_ascii_hexdigit())
 }
 
 async fn lookup(

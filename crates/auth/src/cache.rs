@@ -1,4 +1,5 @@
-//! A bounded, TTL-based cache in front of any [`UserDirectory`].
+//! A bounded, TTL-based cache in front of any [`UserDirectory`], on [`moka`] (bounded
+//! TinyLFU admission, O(1) eviction, coalesced loads) rather than a hand-written map.
 //!
 //! - Answers (a user, or a rejection) are kept for `ttl`; the TTL is the revocation lag: a
 //!   session revoked in Open WebUI keeps working here for at most that long.
@@ -6,97 +7,66 @@
 //!   an older positive entry.
 //! - "Unavailable" is never cached: when Open WebUI is down, a still-fresh positive entry is
 //!   served, and a stale or missing one fails closed.
-//! - Concurrent misses for one credential make one upstream call; the others wait for its answer.
+//! - Concurrent misses for one credential make one upstream call and share its answer,
+//!   failures included: 50 callers waiting on a down Open WebUI cost one call, not 50.
 //! - Keys are SHA-256 digests of the credential, so the cache never holds the credential itself.
-//! - At capacity, expired entries are evicted first, then arbitrary idle ones.
+//! - At capacity, moka evicts by frequency and recency in constant time: a flood of one-off
+//!   credentials does not push out the users who keep coming back.
 
 use crate::directory::{DirectoryCredential, DirectoryError, DirectoryUser, UserDirectory};
 use crate::service_keys::sha256;
 use async_trait::async_trait;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use moka::future::Cache;
 use std::time::Duration;
 use tokio::time::Instant;
 
 type CacheKey = [u8; 32];
 
-/// A remembered answer.
+/// A remembered answer: a user or a rejection, never "unavailable".
+#[derive(Clone)]
 struct Entry {
     answer: Result<DirectoryUser, DirectoryError>,
+    /// On tokio's clock, so tests can pause time; moka's own TTL only bounds memory.
     expires_at: Instant,
-}
-
-/// One credential's slot; its async lock is what coalesces concurrent misses.
-#[derive(Default)]
-struct Slot {
-    entry: tokio::sync::Mutex<Option<Entry>>,
 }
 
 /// Caches a directory's answers. See the module docs for the rules.
 pub struct CachedDirectory<D> {
     inner: D,
     ttl: Duration,
-    capacity: usize,
-    slots: Mutex<HashMap<CacheKey, Arc<Slot>>>,
+    entries: Cache<CacheKey, Entry>,
 }
 
 impl<D: UserDirectory> CachedDirectory<D> {
     /// Wraps `inner`, keeping answers for `ttl` and at most `capacity` credentials.
     pub fn new(inner: D, ttl: Duration, capacity: usize) -> Self {
+        let entries = Cache::builder()
+            .max_capacity(u64::try_from(capacity.max(1)).unwrap_or(u64::MAX))
+            .time_to_live(ttl.max(Duration::from_millis(1)))
+            .build();
         Self {
             inner,
             ttl,
-            capacity: capacity.max(1),
-            slots: Mutex::new(HashMap::new()),
+            entries,
         }
     }
 
-    /// Number of credentials currently tracked.
-    pub fn len(&self) -> usize {
-        self.lock_slots().len()
+    /// Number of credentials currently tracked (after pending evictions are applied).
+    pub async fn len(&self) -> u64 {
+        self.entries.run_pending_tasks().await;
+        self.entries.entry_count()
     }
 
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Arc<Slot>>> {
-        // The map holds no invariant a panicking holder could break; keep serving.
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn slot_for(&self, key: CacheKey) -> Arc<Slot> {
-        let mut slots = self.lock_slots();
-        if let Some(slot) = slots.get(&key) {
-            return Arc::clone(slot);
-        }
-        if slots.len() >= self.capacity {
-            evict(&mut slots, self.capacity);
-        }
-        let slot = Arc::new(Slot::default());
-        slots.insert(key, Arc::clone(&slot));
-        slot
-    }
-}
-
-/// Frees room: drops expired or empty idle slots, then arbitrary idle ones until below capacity.
-fn evict(slots: &mut HashMap<CacheKey, Arc<Slot>>, capacity: usize) {
-    let now = Instant::now();
-    slots.retain(|_, slot| match slot.entry.try_lock() {
-        Ok(entry) => entry.as_ref().is_some_and(|entry| entry.expires_at > now),
-        Err(_) => true, // a lookup is in flight: keep it
-    });
-    if slots.len() >= capacity {
-        let excess = slots.len() + 1 - capacity;
-        let idle: Vec<CacheKey> = slots
-            .iter()
-            .filter(|(_, slot)| slot.entry.try_lock().is_ok())
-            .map(|(key, _)| *key)
-            .take(excess)
-            .collect();
-        for key in idle {
-            slots.remove(&key);
+    /// Asks the directory; an answer (not "unavailable") becomes an entry.
+    async fn load(&self, credential: &DirectoryCredential) -> Result<Entry, DirectoryError> {
+        match self.inner.lookup(credential).await {
+            Err(DirectoryError::Unavailable(reason)) => Err(DirectoryError::Unavailable(reason)),
+            answer => Ok(Entry {
+                answer,
+                expires_at: Instant::now()
+                    .checked_add(self.ttl)
+                    .unwrap_or_else(Instant::now),
+            }),
         }
     }
 }
@@ -117,28 +87,18 @@ impl<D: UserDirectory> UserDirectory for CachedDirectory<D> {
         &self,
         credential: &DirectoryCredential,
     ) -> Result<DirectoryUser, DirectoryError> {
-        let slot = self.slot_for(cache_key(credential));
-        // Holding the slot's lock across the upstream call makes concurrent misses wait for
-        // this answer instead of asking again. If this future is dropped, the lock is released
-        // and the next waiter asks.
-        let mut entry = slot.entry.lock().await;
-        if let Some(cached) = entry.as_ref()
-            && cached.expires_at > Instant::now()
-        {
-            return cached.answer.clone();
-        }
-        let answer = self.inner.lookup(credential).await;
-        match &answer {
-            Ok(_) | Err(DirectoryError::Rejected { .. }) => {
-                *entry = Some(Entry {
-                    answer: answer.clone(),
-                    expires_at: Instant::now() + self.ttl,
-                });
+        let key = cache_key(credential);
+        if let Some(entry) = self.entries.get(&key).await {
+            if entry.expires_at > Instant::now() {
+                return entry.answer;
             }
-            // Never cache "unavailable"; an expired positive entry must not outlive its TTL.
-            Err(DirectoryError::Unavailable(_)) => *entry = None,
+            self.entries.invalidate(&key).await;
         }
-        answer
+        // Concurrent callers for the same key share this one load, whatever it returns.
+        match self.entries.try_get_with(key, self.load(credential)).await {
+            Ok(entry) => entry.answer,
+            Err(shared) => Err(DirectoryError::clone(&shared)),
+        }
     }
 }
 
@@ -257,11 +217,46 @@ mod tests {
         let cache = CachedDirectory::new(inner, Duration::from_secs(60), 8);
         for n in 0..50 {
             cache.lookup(&session(&format!("token-{n}"))).await.unwrap();
-            assert!(cache.len() <= 8, "{} entries", cache.len());
+            assert!(cache.len().await <= 8, "{} entries", cache.len().await);
         }
-        // Expired entries go first.
-        tokio::time::advance(Duration::from_secs(61)).await;
-        cache.lookup(&session("fresh")).await.unwrap();
-        assert_eq!(cache.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_on_a_down_directory_share_one_call() {
+        let mut inner = MockUserDirectory::new();
+        inner.expect_lookup().times(1).returning(|_| {
+            Err(DirectoryError::Unavailable("connection refused".into()))
+        });
+        let cache = std::sync::Arc::new(CachedDirectory::new(
+            SlowDirectory(inner),
+            Duration::from_secs(60),
+            100,
+        ));
+        let waiters: Vec<_> = (0..50)
+            .map(|_| {
+                let cache = std::sync::Arc::clone(&cache);
+                tokio::spawn(async move { cache.lookup(&session("a")).await })
+            })
+            .collect();
+        for waiter in waiters {
+            assert!(matches!(
+                waiter.await.unwrap(),
+                Err(DirectoryError::Unavailable(_))
+            ));
+        }
+    }
+
+    /// A directory that takes a second to answer, so every waiter arrives during the call.
+    struct SlowDirectory(MockUserDirectory);
+
+    #[async_trait]
+    impl UserDirectory for SlowDirectory {
+        async fn lookup(
+            &self,
+            credential: &DirectoryCredential,
+        ) -> Result<DirectoryUser, DirectoryError> {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            self.0.lookup(credential).await
+        }
     }
 }

@@ -43,6 +43,10 @@ pub struct RequestCredentials {
     pub forwarded_user_role: Option<String>,
     /// `X-OpenWebUI-Chat-Id`.
     pub chat_id: Option<String>,
+    /// Whether the request's method is safe (`GET`, `HEAD`): only then may the `token` cookie
+    /// authenticate it, so another site cannot make a browser spend its user's account.
+    /// `false` unless set with [`RequestCredentials::with_method`].
+    pub safe_method: bool,
 }
 
 impl fmt::Debug for RequestCredentials {
@@ -54,6 +58,7 @@ impl fmt::Debug for RequestCredentials {
             .field("forwarded_user_id", &self.forwarded_user_id)
             .field("forwarded_user_role", &self.forwarded_user_role)
             .field("chat_id", &self.chat_id)
+            .field("safe_method", &self.safe_method)
             .finish_non_exhaustive()
     }
 }
@@ -100,6 +105,13 @@ impl RequestCredentials {
             }
         }
         credentials
+    }
+
+    /// Records the request's HTTP method, which decides whether the cookie may authenticate.
+    #[must_use]
+    pub fn with_method(mut self, method: &str) -> Self {
+        self.safe_method = matches!(method, "GET" | "HEAD");
+        self
     }
 }
 

@@ -12,6 +12,14 @@ pub enum AuthError {
         "authentication required: send `Authorization: Bearer <Open WebUI token or API key>` or the `token` cookie"
     )]
     MissingCredentials,
+    /// Only the `token` cookie was sent, with a method it may not authenticate.
+    #[error(
+        "the `token` cookie authenticates only GET and HEAD requests (otherwise any site could act for you); send `Authorization: Bearer <token>`"
+    )]
+    CookieNotAccepted,
+    /// An `sk-…` credential that is not shaped like an Open WebUI API key.
+    #[error("not an Open WebUI API key: they are `sk-` followed by 32 hexadecimal digits")]
+    MalformedApiKey,
     /// `Authorization` is present but not `Bearer <credential>`.
     #[error("the Authorization header must be `Bearer <credential>`: {0}")]
     MalformedAuthorization(&'static str),
@@ -32,14 +40,23 @@ pub enum AuthError {
         "Open WebUI rejected the credential: the session was revoked or has expired, or the API key is invalid"
     )]
     Rejected,
-    /// Open WebUI could not be asked, so the caller cannot be verified (fail closed).
-    #[error("cannot verify the caller right now: {0}")]
+    /// Open WebUI could not be asked, so the caller cannot be verified (fail closed). The
+    /// reason is logged, not shown.
+    #[error("cannot verify the caller right now: Open WebUI did not answer; try again shortly")]
     DirectoryUnavailable(String),
     /// An API key arrived but bff is not connected to Open WebUI, the only place keys can be checked.
     #[error(
         "API keys can only be verified by Open WebUI, and bff is not connected to it (the operator must set OPENWEBUI_URL)"
     )]
     ApiKeyNeedsDirectory,
+    /// The body carries a field that is neither an OpenAI parameter nor allowed for the role.
+    #[error(
+        "unsupported parameter `{0}`: bff forwards the OpenAI chat-completions parameters only (an operator can allow more per role with `allow_params`)"
+    )]
+    UnsupportedParameter(String),
+    /// The request can reach a model (as `model` or a fallback) the role may not use.
+    #[error("model `{0}` is not allowed for your role")]
+    ModelNotAllowed(String),
     /// Authenticated, but the role lacks the permission; the message says why.
     #[error("{0}")]
     Forbidden(String),
@@ -53,12 +70,15 @@ impl AuthError {
     pub fn status(&self) -> u16 {
         match self {
             Self::MissingCredentials
+            | Self::CookieNotAccepted
+            | Self::MalformedApiKey
             | Self::MalformedAuthorization(_)
             | Self::InvalidToken(_)
             | Self::InvalidForwardedToken(_)
             | Self::ForwardedTokenNotConfigured
             | Self::Rejected => 401,
-            Self::ApiKeyNeedsDirectory | Self::Forbidden(_) => 403,
+            Self::UnsupportedParameter(_) => 400,
+            Self::ApiKeyNeedsDirectory | Self::Forbidden(_) | Self::ModelNotAllowed(_) => 403,
             Self::DirectoryUnavailable(_) => 503,
             Self::NotConfigured => 500,
         }
@@ -67,6 +87,7 @@ impl AuthError {
     /// OpenAI-style error `type`.
     pub fn error_type(&self) -> &'static str {
         match self.status() {
+            400 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
             503 => "service_unavailable_error",
@@ -78,6 +99,8 @@ impl AuthError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::MissingCredentials => "missing_credentials",
+            Self::CookieNotAccepted => "cookie_not_accepted",
+            Self::MalformedApiKey => "malformed_api_key",
             Self::MalformedAuthorization(_) => "malformed_authorization",
             Self::InvalidToken(error) | Self::InvalidForwardedToken(error) => error.reason(),
             Self::ForwardedTokenNotConfigured => "forwarded_token_not_configured",
@@ -85,7 +108,20 @@ impl AuthError {
             Self::DirectoryUnavailable(_) => "directory_unavailable",
             Self::ApiKeyNeedsDirectory => "api_key_needs_directory",
             Self::Forbidden(_) => "permission_denied",
+            Self::UnsupportedParameter(_) => "unsupported_parameter",
+            Self::ModelNotAllowed(_) => "model_not_allowed",
             Self::NotConfigured => "auth_not_configured",
+        }
+    }
+}
+
+impl AuthError {
+    /// The request field the error is about, for the OpenAI-style `param`.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            Self::UnsupportedParameter(param) => Some(param),
+            Self::ModelNotAllowed(_) => Some("model"),
+            _ => None,
         }
     }
 }

@@ -61,7 +61,10 @@ mod settings;
 mod actix;
 
 #[cfg(feature = "actix")]
-pub use actix::{RequirePermission, RequirePermissionService, credentials_from_request};
+pub use actix::{
+    Authenticate, AuthenticateService, RequirePermission, RequirePermissionService,
+    credentials_from_request,
+};
 pub use authenticator::{Authenticator, Gate};
 pub use cache::CachedDirectory;
 pub use credentials::{
@@ -77,7 +80,7 @@ pub use error::{AuthError, ConfigError};
 pub use forwarded::{ForwardedJwtVerifier, ForwardedUser, user_from_plain_headers};
 pub use identity::{AuthMethod, Identity};
 pub use jwt::{MAX_TOKEN_BYTES, TokenError};
-pub use policy::{Permission, Policy, PolicyError};
+pub use policy::{NEVER_ALLOWED_PARAMS, Permission, Policy, PolicyError};
 pub use secret::Secret;
 pub use service_keys::ServiceKeys;
 pub use session::{SessionClaims, SessionTokenVerifier};

@@ -13,7 +13,13 @@
 //! [roles.user]
 //! permissions = ["chat", "models", "observability:own"]
 //! models = ["gpt-4o-mini", "mock-*"] # optional model allow-list, `*` wildcards; absent = all
+//! allow_params = ["num_retries"]     # optional: body fields beyond OpenAI's parameters
 //! ```
+//!
+//! A chat request is checked as a whole by [`Policy::check_request`]: every model it can reach
+//! (`model` and any fallback) against the allow-list, and every body field that is not an
+//! OpenAI parameter against `allow_params`. Fields that let a caller pick credentials or
+//! deployments ([`NEVER_ALLOWED_PARAMS`]) cannot be allowed at all.
 
 use crate::error::AuthError;
 use crate::identity::Identity;
@@ -88,12 +94,28 @@ pub struct PolicyError {
     pub reason: String,
 }
 
+/// Body fields no role may be allowed: they let a caller choose the credentials, endpoint or
+/// deployments LiteLLM uses.
+pub const NEVER_ALLOWED_PARAMS: [&str; 9] = [
+    "api_key",
+    "api_base",
+    "base_url",
+    "api_version",
+    "model_list",
+    "litellm_params",
+    "user_config",
+    "extra_headers",
+    "organization",
+];
+
 /// What one role may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct RoleGrant {
     permissions: BTreeSet<Permission>,
     /// `None`: every model. `Some`: only models matching one of these patterns.
     models: Option<Vec<String>>,
+    /// Body fields beyond the OpenAI parameters this role may send.
+    allow_params: BTreeSet<String>,
 }
 
 /// The role → permission map. Cheap to clone behind an `Arc`.
@@ -116,6 +138,8 @@ struct PolicyFile {
 struct RoleFile {
     permissions: Vec<toml::Spanned<String>>,
     models: Option<Vec<toml::Spanned<String>>>,
+    #[serde(default)]
+    allow_params: Vec<toml::Spanned<String>>,
 }
 
 impl Policy {
@@ -170,11 +194,25 @@ impl Policy {
                     .map(toml::Spanned::into_inner)
                     .collect::<Vec<_>>()
             });
+            let mut allow_params = BTreeSet::new();
+            for param in grant.allow_params {
+                if NEVER_ALLOWED_PARAMS.contains(&param.get_ref().as_str()) {
+                    return Err(error_at(
+                        Some(param.span().start),
+                        format!(
+                            "role `{role}`: `{}` cannot be allowed: it lets a caller choose LiteLLM's credentials, endpoint or deployments",
+                            param.get_ref()
+                        ),
+                    ));
+                }
+                allow_params.insert(param.into_inner());
+            }
             roles.insert(
                 role,
                 RoleGrant {
                     permissions,
                     models,
+                    allow_params,
                 },
             );
         }
@@ -230,6 +268,31 @@ impl Policy {
             Some(role) => format!("permission `{permission}` denied for role `{role}`"),
         };
         Err(AuthError::Forbidden(reason))
+    }
+
+    /// `Ok` if `identity`'s role may send a request reaching `models` and carrying
+    /// `extra_params` (body fields that are not OpenAI parameters); else the first violation:
+    /// a 400 naming an unsupported field, or a 403 naming a model the role may not use.
+    pub fn check_request(
+        &self,
+        identity: &Identity,
+        models: &[&str],
+        extra_params: &[String],
+    ) -> Result<(), AuthError> {
+        let grant = identity.role.as_deref().and_then(|role| self.roles.get(role));
+        if let Some(param) = extra_params
+            .iter()
+            .find(|param| grant.is_none_or(|grant| !grant.allow_params.contains(*param)))
+        {
+            return Err(AuthError::UnsupportedParameter(param.clone()));
+        }
+        match models
+            .iter()
+            .find(|model| !self.allows_model(identity.role.as_deref(), model))
+        {
+            Some(model) => Err(AuthError::ModelNotAllowed((*model).to_owned())),
+            None => Ok(()),
+        }
     }
 
     /// Whether `role` may use `model`. Roles without an allow-list may use every model;
@@ -379,6 +442,56 @@ models = []
         assert!(!policy.allows_model(Some("none"), "gpt-4o-mini"));
         assert!(!policy.allows_model(Some("ghost"), "gpt-4o-mini"));
         assert!(!policy.allows_model(None, "gpt-4o-mini"));
+    }
+
+    #[test]
+    fn requests_are_checked_for_every_model_and_extra_field() {
+        let policy = Policy::parse(
+            r#"
+service_role = "svc"
+[roles.svc]
+permissions = ["chat"]
+[roles.user]
+permissions = ["chat"]
+models = ["a"]
+allow_params = ["fallbacks"]
+"#,
+            "inline",
+        )
+        .unwrap();
+        let caller = |role: &str| Identity {
+            user_id: "u".into(),
+            role: Some(role.into()),
+            email: None,
+            name: None,
+            chat_id: None,
+            via: AuthMethod::Session,
+        };
+        let fallbacks = ["fallbacks".to_owned()];
+        assert!(policy.check_request(&caller("user"), &["a", "a"], &fallbacks).is_ok());
+        assert_eq!(
+            policy.check_request(&caller("user"), &["a", "b"], &fallbacks),
+            Err(AuthError::ModelNotAllowed("b".into()))
+        );
+        assert_eq!(
+            policy.check_request(&caller("svc"), &["a"], &fallbacks),
+            Err(AuthError::UnsupportedParameter("fallbacks".into()))
+        );
+        assert_eq!(
+            policy.check_request(&caller("ghost"), &[], &fallbacks),
+            Err(AuthError::UnsupportedParameter("fallbacks".into()))
+        );
+    }
+
+    #[test]
+    fn credential_fields_cannot_be_allowed() {
+        let error = Policy::parse(
+            "service_role = \"svc\"\n[roles.svc]\npermissions = []\nallow_params = [\"num_retries\", \"api_base\"]\n",
+            "rbac.toml",
+        )
+        .unwrap_err();
+        assert_eq!(error.line, 4, "{error}");
+        assert!(error.reason.contains("`api_base` cannot be allowed"), "{error}");
     }
 
     #[test]

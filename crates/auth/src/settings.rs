@@ -12,11 +12,12 @@
 //! | `AUTH_CACHE_CAPACITY` | `10000` | credentials remembered at most |
 //! | `AUTH_SERVICE_KEYS` | — | `name=key,…`: keys of trusted backends |
 //! | `OPENWEBUI_FORWARD_JWT_SECRET` | — | Open WebUI's `FORWARD_USER_INFO_HEADER_JWT_SECRET` |
-//! | `AUTH_TRUST_FORWARDED_USER_HEADERS` | `false` | honour plain `X-OpenWebUI-User-*` with a service key |
+//! | `AUTH_TRUST_FORWARDED_USER_HEADERS` | `false` | honour plain `X-OpenWebUI-User-*` with a service key; refused together with `OPENWEBUI_FORWARD_JWT_SECRET` |
 //! | `RBAC_POLICY_FILE` | `config/rbac.toml` | role → permission policy |
 
 use crate::error::ConfigError;
 use crate::secret::Secret;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
@@ -41,6 +42,9 @@ pub const ENV_VARIABLES: [&str; 12] = [
     "AUTH_TRUST_FORWARDED_USER_HEADERS",
     "RBAC_POLICY_FILE",
 ];
+
+/// Secret variables checked for surrounding whitespace (a start-up warning).
+const SECRET_VARIABLES: [&str; 2] = ["WEBUI_SECRET_KEY", "OPENWEBUI_FORWARD_JWT_SECRET"];
 
 /// Auth configuration. Build with [`AuthSettings::from_env`] or [`AuthSettings::from_lookup`].
 #[derive(Debug, Clone)]
@@ -67,6 +71,8 @@ pub struct AuthSettings {
     pub trust_forwarded_headers: bool,
     /// Path of the RBAC policy.
     pub policy_file: PathBuf,
+    /// Secret variables that had leading or trailing whitespace (warned about at start-up).
+    pub padded_secrets: Vec<&'static str>,
 }
 
 impl AuthSettings {
@@ -78,13 +84,13 @@ impl AuthSettings {
     /// Reads variables through `lookup` (the environment, a `.env` map, a test table).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
-        Ok(Self {
+        let settings = Self {
             webui_secret: webui_secret(lookup("WEBUI_SECRET_KEY"), get("WEBUI_SECRET_KEY_FILE"))?,
             token_leeway_secs: parse_number(
                 "AUTH_TOKEN_LEEWAY_SECONDS",
                 get("AUTH_TOKEN_LEEWAY_SECONDS"),
                 0,
-                0,
+                0..=3600,
             )?,
             allow_non_expiring_tokens: parse_bool(
                 "AUTH_ALLOW_NON_EXPIRING_TOKENS",
@@ -97,40 +103,61 @@ impl AuthSettings {
                 "OPENWEBUI_TIMEOUT_MS",
                 get("OPENWEBUI_TIMEOUT_MS"),
                 2000,
-                1,
+                1..=600_000,
             )?),
             cache_ttl: Duration::from_secs(parse_number(
                 "AUTH_CACHE_TTL_SECONDS",
                 get("AUTH_CACHE_TTL_SECONDS"),
                 60,
-                0,
+                0..=86_400,
             )?),
             cache_capacity: usize::try_from(parse_number(
                 "AUTH_CACHE_CAPACITY",
                 get("AUTH_CACHE_CAPACITY"),
                 10_000,
-                1,
+                1..=10_000_000,
             )?)
             .unwrap_or(usize::MAX),
             service_keys: get("AUTH_SERVICE_KEYS")
                 .map(|value| parse_service_keys(&value))
                 .transpose()?
                 .unwrap_or_default(),
-            forward_jwt_secret: lookup("OPENWEBUI_FORWARD_JWT_SECRET")
-                .filter(|value| !value.is_empty())
-                .map(Secret::new),
+            // Open WebUI strips this secret before signing with it; so does bff.
+            forward_jwt_secret: get("OPENWEBUI_FORWARD_JWT_SECRET")
+                .map(|value| Secret::new(value.trim())),
+            padded_secrets: SECRET_VARIABLES
+                .into_iter()
+                .filter(|name| lookup(name).is_some_and(|value| value.trim() != value))
+                .collect(),
             trust_forwarded_headers: parse_bool(
                 "AUTH_TRUST_FORWARDED_USER_HEADERS",
                 get("AUTH_TRUST_FORWARDED_USER_HEADERS"),
             )?,
             policy_file: get("RBAC_POLICY_FILE")
                 .map_or_else(|| PathBuf::from("config/rbac.toml"), PathBuf::from),
-        })
+        };
+        if settings.trust_forwarded_headers && settings.forward_jwt_secret.is_some() {
+            return Err(ConfigError::InvalidValue {
+                variable: "AUTH_TRUST_FORWARDED_USER_HEADERS",
+                reason: "must be false when OPENWEBUI_FORWARD_JWT_SECRET is set: Open WebUI then signs the user it forwards, and honouring unsigned X-OpenWebUI-User-* headers as well would let a service-key holder claim any user and role".to_owned(),
+            });
+        }
+        Ok(settings)
     }
 
     /// Things that work but that an operator should hear about at start-up.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
+        for variable in &self.padded_secrets {
+            warnings.push(format!(
+                "{variable} has leading or trailing whitespace; {}",
+                if *variable == "WEBUI_SECRET_KEY" {
+                    "it is used byte for byte, as Open WebUI does, so check that this is intended"
+                } else {
+                    "it was removed, as Open WebUI does"
+                }
+            ));
+        }
         if self.webui_secret.len() < RECOMMENDED_SECRET_BYTES {
             warnings.push(format!(
                 "WEBUI_SECRET_KEY is {} bytes; at least {RECOMMENDED_SECRET_BYTES} are recommended",
@@ -188,17 +215,19 @@ fn parse_number(
     variable: &'static str,
     value: Option<String>,
     default: u64,
-    minimum: u64,
+    range: RangeInclusive<u64>,
 ) -> Result<u64, ConfigError> {
     let Some(value) = value else {
         return Ok(default);
     };
     match value.trim().parse::<u64>() {
-        Ok(number) if number >= minimum => Ok(number),
+        Ok(number) if range.contains(&number) => Ok(number),
         _ => Err(ConfigError::InvalidValue {
             variable,
             reason: format!(
-                "expected a whole number ≥ {minimum}, got `{}`",
+                "expected a whole number from {} to {}, got `{}`",
+                range.start(),
+                range.end(),
                 value.trim()
             ),
         }),
@@ -366,6 +395,42 @@ mod tests {
         ])
         .unwrap();
         assert!(s.warnings().is_empty(), "{:?}", s.warnings());
+    }
+
+    #[test]
+    fn unsigned_headers_cannot_be_trusted_next_to_a_signing_secret() {
+        let error = settings(&[
+            ("WEBUI_SECRET_KEY", "x"),
+            ("OPENWEBUI_FORWARD_JWT_SECRET", "forward-secret"),
+            ("AUTH_TRUST_FORWARDED_USER_HEADERS", "true"),
+        ])
+        .unwrap_err();
+        assert!(
+            error.to_string().starts_with("AUTH_TRUST_FORWARDED_USER_HEADERS: must be false"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_forward_secret_is_trimmed_like_open_webui_does_and_padding_is_reported() {
+        let s = settings(&[
+            ("WEBUI_SECRET_KEY", " padded-webui-secret-of-32-bytes!"),
+            ("OPENWEBUI_FORWARD_JWT_SECRET", "forward-secret \n"),
+        ])
+        .unwrap();
+        assert_eq!(s.forward_jwt_secret.unwrap().expose(), "forward-secret");
+        assert_eq!(s.webui_secret.expose(), " padded-webui-secret-of-32-bytes!");
+        assert_eq!(
+            s.padded_secrets,
+            ["WEBUI_SECRET_KEY", "OPENWEBUI_FORWARD_JWT_SECRET"]
+        );
+    }
+
+    #[test]
+    fn numbers_have_upper_bounds() {
+        let error = settings(&[("WEBUI_SECRET_KEY", "x"), ("AUTH_CACHE_TTL_SECONDS", "99999999999")])
+            .unwrap_err();
+        assert!(error.to_string().contains("from 0 to 86400"), "{error}");
     }
 
     #[test]

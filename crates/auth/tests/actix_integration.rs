@@ -17,8 +17,9 @@ async fn whoami(identity: Identity) -> HttpResponse {
     HttpResponse::Ok().json(json!({"user_id": identity.user_id, "role": identity.role}))
 }
 
-/// `/chat` needs chat, `/admin` needs observability:all inside a scope that needs models,
-/// `/open` has no middleware and relies on the extractor alone.
+/// Every path but `/public` is authenticated once; `/chat` needs chat, `/admin` needs
+/// observability:all inside a scope that needs models, `/open` needs no permission, and
+/// `/public` is not authenticated (its extractor finds no identity).
 fn app(
     gate: Gate,
 ) -> App<
@@ -31,7 +32,7 @@ fn app(
     >,
 > {
     App::new()
-        .app_data(gate.clone())
+        .wrap(gate.authenticate_requests(["/public"]))
         .service(
             web::resource("/chat")
                 .wrap(gate.require(Permission::Chat))
@@ -47,6 +48,8 @@ fn app(
                 ),
         )
         .route("/open", web::get().to(whoami))
+        .route("/public", web::get().to(whoami))
+        .route("/public", web::post().to(whoami))
 }
 
 async fn body_json(
@@ -197,11 +200,44 @@ async fn unreachable_directory_is_503() {
 }
 
 #[actix_web::test]
-async fn extractor_without_a_registered_gate_is_a_clean_500() {
-    let service = test::init_service(App::new().route("/open", web::get().to(whoami))).await;
+async fn a_public_path_is_not_authenticated_and_its_extractor_finds_no_one() {
+    let service = test::init_service(app(gate(&[]))).await;
     let response =
-        test::call_service(&service, test::TestRequest::get().uri("/open").to_request()).await;
-    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        test::call_service(&service, test::TestRequest::get().uri("/public").to_request()).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let body = body_json(response).await;
-    assert_eq!(body["error"]["code"], "auth_not_configured");
+    assert_eq!(body["error"]["code"], "missing_credentials");
+}
+
+#[actix_web::test]
+async fn the_cookie_authenticates_gets_but_not_posts_from_another_site() {
+    let server = MockServer::start().await;
+    let token = session_token(ALICE);
+    stub_session(&server, &token, "user", 1).await;
+    let service = test::init_service(app(gate(&[("OPENWEBUI_URL", &server.uri())]))).await;
+    let cookie = format!("token={token}");
+    let response = test::call_service(
+        &service,
+        test::TestRequest::get()
+            .uri("/open")
+            .insert_header(("cookie", cookie.as_str()))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // What a cross-site form post carries: the cookie, a form content type, any Origin.
+    for origin in [None, Some("http://localhost:3000"), Some("null")] {
+        let mut request = test::TestRequest::post()
+            .uri("/chat")
+            .insert_header(("cookie", cookie.as_str()))
+            .insert_header(("content-type", "text/plain"))
+            .set_payload(r#"{"model":"m","messages":[]}"#);
+        if let Some(origin) = origin {
+            request = request.insert_header(("origin", origin));
+        }
+        let response = test::call_service(&service, request.to_request()).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{origin:?}");
+        let body = body_json(response).await;
+        assert_eq!(body["error"]["code"], "cookie_not_accepted");
+    }
 }

@@ -345,8 +345,11 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .or_else(|| seconds("retry-after"))
         .or_else(|| seconds("llm_provider-retry-after-ms").map(|ms| ms / 1000.0))
         .or_else(|| seconds("llm_provider-retry-after"))
-        .map(Duration::from_secs_f64)
+        .and_then(|seconds| Duration::try_from_secs_f64(seconds.min(MAX_RETRY_AFTER_SECONDS)).ok())
 }
+
+/// The longest wait a `retry-after` header is read as (a day); larger values are clamped.
+const MAX_RETRY_AFTER_SECONDS: f64 = 86_400.0;
 
 fn meta_of(sent: &Sent) -> ResponseMeta {
     let headers = sent.response.headers();
@@ -385,9 +388,15 @@ async fn read_limited(
     }
 }
 
-/// Adds bff's identity and tracing to the body; keeps every field and metadata key it has.
+/// Key under which a request's own `metadata` is passed on: LiteLLM reads routing, budget and
+/// logging controls from top-level metadata keys (`tags`, `trace_id`, …) but not from this one.
+pub const CLIENT_METADATA_KEY: &str = "client_metadata";
+
+/// Sets the body's `metadata` to what the context says (trace, user, session, tags) and `user`
+/// to the authenticated user. The request's own metadata is kept only under
+/// [`CLIENT_METADATA_KEY`], where LiteLLM does not interpret it.
 fn annotate(request: &mut ChatRequest, context: &RequestContext) {
-    let metadata = request.metadata.get_or_insert_with(Map::new);
+    let mut metadata = Map::new();
     metadata.insert("trace_id".into(), context.trace_id.as_str().into());
     if let Some(user) = &context.user_id {
         metadata.insert("trace_user_id".into(), user.as_str().into());
@@ -397,19 +406,13 @@ fn annotate(request: &mut ChatRequest, context: &RequestContext) {
         metadata.insert("session_id".into(), session.as_str().into());
     }
     if !context.tags.is_empty() {
-        let mut tags: Vec<Value> = match metadata.remove("tags") {
-            Some(Value::Array(existing)) => existing,
-            Some(other @ Value::String(_)) => vec![other],
-            _ => Vec::new(),
-        };
-        for tag in &context.tags {
-            let tag = Value::String(tag.clone());
-            if !tags.contains(&tag) {
-                tags.push(tag);
-            }
-        }
+        let tags = context.tags.iter().cloned().map(Value::String).collect();
         metadata.insert("tags".into(), Value::Array(tags));
     }
+    if let Some(client) = request.metadata.take().filter(|client| !client.is_empty()) {
+        metadata.insert(CLIENT_METADATA_KEY.into(), Value::Object(client));
+    }
+    request.metadata = Some(metadata);
 }
 
 fn encode(request: &ChatRequest) -> Result<Bytes, ProviderError> {
@@ -659,25 +662,29 @@ mod tests {
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
         assert_eq!(retry_after(&junk), None);
+        let mut huge = HeaderMap::new();
+        huge.insert("retry-after", HeaderValue::from_static("1e300"));
+        assert_eq!(retry_after(&huge), Some(Duration::from_secs(86_400)));
     }
 
     #[test]
-    fn annotate_keeps_client_metadata_and_merges_tags() {
+    fn annotate_builds_metadata_and_fences_off_the_clients() {
         let mut request: ChatRequest = serde_json::from_value(json!({
             "model": "m", "messages": [], "user": "spoofed",
-            "metadata": {"tenant": "acme", "tags": ["client"], "trace_id": "client-chose"}
+            "metadata": {"tenant": "acme", "tags": ["route-me"], "trace_id": "client-chose"}
         }))
         .unwrap();
         let mut context = RequestContext::new("req-1", TraceId::parse(&"ab".repeat(16)).unwrap());
         context.user_id = Some("u-1".into());
         context.session_id = Some("chat-1".into());
-        context.tags = vec!["bff".into(), "client".into()];
+        context.tags = vec!["bff".into()];
         annotate(&mut request, &context);
         assert_eq!(request.user.as_deref(), Some("u-1"));
         assert_eq!(
             Value::Object(request.metadata.unwrap()),
-            json!({"tenant": "acme", "trace_id": "ab".repeat(16), "trace_user_id": "u-1",
-                   "session_id": "chat-1", "tags": ["client", "bff"]})
+            json!({"trace_id": "ab".repeat(16), "trace_user_id": "u-1", "session_id": "chat-1",
+                   "tags": ["bff"],
+                   "client_metadata": {"tenant": "acme", "tags": ["route-me"], "trace_id": "client-chose"}})
         );
     }
 

@@ -152,6 +152,10 @@ impl ErrorKind {
             400 if matches!(error_type, Some("no_db_connection" | "auth_error")) => {
                 Self::AuthRejected { status, message }
             }
+            // LiteLLM answers a forbidden body field (`api_base`, …) through its auth layer.
+            401 | 403 if message.contains("not allowed in request body") => {
+                Self::BadRequest { status, message }
+            }
             401 | 403 => Self::AuthRejected { status, message },
             404 if message.to_ascii_lowercase().contains("model") => {
                 Self::UnknownModel { status, message }
@@ -276,6 +280,15 @@ mod tests {
                 message: "Authentication Error, No api key passed in.".into()
             }
         );
+    }
+
+    #[test]
+    fn a_forbidden_body_field_is_the_callers_error_not_a_key_problem() {
+        let body = br#"{"error":{"message":"Authentication Error, Rejected Request: api_base is not allowed in request body. Enable with `general_settings::allow_client_side_credentials` on proxy config.yaml.","type":"auth_error","param":"None","code":"401"}}"#;
+        assert!(matches!(
+            ErrorKind::from_response(401, None, body),
+            ErrorKind::BadRequest { status: 401, message } if message.contains("api_base")
+        ));
     }
 
     #[test]

@@ -9,7 +9,13 @@
 //! - **Tracing pass-through**: each call sends `x-litellm-call-id: <request id>` (LiteLLM
 //!   adopts it), `metadata.trace_id`, `metadata.trace_user_id` and `user`,
 //!   `metadata.session_id`, `metadata.tags` and a W3C `traceparent`, so LiteLLM's own Langfuse
-//!   logging joins the caller's trace. Existing `metadata` keys are kept.
+//!   logging joins the caller's trace. `metadata` is built from the [`RequestContext`] alone; a
+//!   request's own metadata travels only under `metadata.client_metadata`, which LiteLLM does
+//!   not act on.
+//! - **What a request may carry** ([`validate_chat_body`], [`CHAT_PARAMETERS`],
+//!   [`reachable_models`]): the OpenAI parameters with their documented types, the fields that
+//!   are not OpenAI's (LiteLLM treats many as its own controls: `fallbacks`, `num_retries`,
+//!   `api_base`, …) listed for a policy to refuse, and every model a request can be routed to.
 //! - **Time limits**: connect, time to first byte, whole call (non-streaming), idle gap
 //!   (streams) and the caller's deadline from [`RequestContext`]; never LiteLLM's 6000 s.
 //! - **Retries** only before anything reached the caller: connect failures and 429/502/503/504
@@ -47,14 +53,18 @@ mod api_key;
 mod client;
 mod context;
 mod error;
+mod params;
 mod sse;
 mod stream;
 mod wire;
 
 pub use api_key::ApiKey;
-pub use client::{ClientBuildError, LiteLlmClient, LiteLlmConfig};
+pub use client::{CLIENT_METADATA_KEY, ClientBuildError, LiteLlmClient, LiteLlmConfig};
 pub use context::{RequestContext, TraceId};
 pub use error::{ErrorKind, ProviderError};
+pub use params::{
+    CHAT_PARAMETERS, ChatBody, InvalidParameter, reachable_models, validate_chat_body,
+};
 pub use sse::{EventTooLarge, SseEvent, SseParser};
 pub use stream::{
     ChatStream, DONE_EVENT, MAX_CAPTURED_OUTPUT_BYTES, StreamEvent, StreamSettings, StreamSummary,

@@ -29,7 +29,8 @@ pub struct ChatRequest {
     /// End-user id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// LiteLLM metadata (trace id, session, tags, …); never forwarded to the model provider.
+    /// The caller's metadata; the client replaces it with bff's own and keeps the caller's only
+    /// under `metadata.client_metadata`. Never forwarded to the model provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
     /// Every other field, untouched.

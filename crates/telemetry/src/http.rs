@@ -68,5 +68,8 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
         .parse::<f64>()
         .ok()
         .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
-        .map(Duration::from_secs_f64)
+        .and_then(|seconds| Duration::try_from_secs_f64(seconds.min(MAX_RETRY_AFTER_SECONDS)).ok())
 }
+
+/// The longest wait a `Retry-After` header is read as (a day); larger values are clamped.
+const MAX_RETRY_AFTER_SECONDS: f64 = 86_400.0;

@@ -203,6 +203,11 @@ impl LangfuseSink {
             "langfuse.trace.metadata.upstream_call_id",
             record.upstream_call_id.as_deref(),
         );
+        push_text(
+            &mut root,
+            "langfuse.trace.metadata.client_request_id",
+            record.client_request_id.as_deref(),
+        );
         push_text(&mut root, "langfuse.environment", environment);
         if !record.tags.is_empty() {
             root.push(KeyValue {
@@ -325,6 +330,12 @@ impl LangfuseSink {
             Span {
                 trace_id: trace_id.clone(),
                 span_id: root_id.clone(),
+                parent_span_id: record
+                    .parent_span_id
+                    .as_deref()
+                    .and_then(unhex::<8>)
+                    .map(|id| id.to_vec())
+                    .unwrap_or_default(),
                 name: record.route.clone(),
                 kind: SpanKind::Server as i32,
                 start_time_unix_nano: record.started_at.0,

@@ -100,8 +100,15 @@ pub struct LlmRecord {
     /// W3C trace id (32 lowercase hex), shared with LiteLLM's own logging.
     pub trace_id: String,
     /// The service's request id; the stable identity of this record (retries and replays
-    /// reuse it, so sinks can deduplicate).
+    /// reuse it, so sinks can deduplicate). Minted by the service, never taken from a caller.
     pub request_id: String,
+    /// The caller's own request id, if it sent one: an attribute, never a key.
+    #[serde(default)]
+    pub client_request_id: Option<String>,
+    /// The span this request's spans hang under (16 hex), when a trusted caller continued its
+    /// own trace.
+    #[serde(default)]
+    pub parent_span_id: Option<String>,
     /// The authenticated user.
     pub user_id: Option<String>,
     /// The user's role.
@@ -160,6 +167,8 @@ impl LlmRecord {
         Self {
             trace_id: trace_id.into(),
             request_id: request_id.into(),
+            client_request_id: None,
+            parent_span_id: None,
             user_id: None,
             role: None,
             workspace: None,

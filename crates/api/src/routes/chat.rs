@@ -2,16 +2,18 @@
 //! `POST /chat/stream` (always streams).
 
 use crate::context::{RequestInfo, UpstreamWait};
-use crate::error::ApiError;
+use crate::error::{ApiError, render};
 use crate::state::AppState;
-use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use bff_auth::Identity;
-use bff_providers::{ChatRequest, ChatStream, ProviderError, RequestContext, StreamSummary, Usage};
+use bff_providers::{
+    ChatRequest, ChatStream, ProviderError, RequestContext, StreamSummary, Usage,
+    reachable_models, validate_chat_body,
+};
 use bff_telemetry::{LlmRecord, Outcome, RecordError, TokenUsage, UnixNanos};
 use bytes::Bytes;
 use futures_util::Stream;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -29,7 +31,7 @@ pub async fn completions(
     identity: Identity,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let chat = parse(&body)?;
+    let chat = admit(&request, &body, &identity, &state)?;
     let stream = chat.stream == Some(true);
     handle(request, identity, state.into_inner(), chat, stream).await
 }
@@ -41,37 +43,56 @@ pub async fn stream(
     identity: Identity,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let chat = parse(&body)?;
+    let chat = admit(&request, &body, &identity, &state)?;
     handle(request, identity, state.into_inner(), chat, true).await
 }
 
-/// Parses and validates the body, naming what is wrong.
-fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
+/// Everything decided before LiteLLM is called: the body is JSON, every OpenAI parameter has
+/// its documented type, and the policy allows every model the request can reach and every
+/// field that is not an OpenAI parameter.
+fn admit(
+    request: &HttpRequest,
+    body: &[u8],
+    identity: &Identity,
+    state: &AppState,
+) -> Result<ChatRequest, ApiError> {
+    if request.mime_type().ok().flatten().is_none_or(|mime| mime.essence_str() != "application/json") {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let fields = parse_object(body)?;
+    let checked = validate_chat_body(fields)?;
+    let models = reachable_models(&checked.fields)?;
+    state
+        .gate
+        .policy()
+        .check_request(identity, &models, &checked.extra_parameters)?;
+    serde_json::from_value(Value::Object(checked.fields)).map_err(|error| {
+        ApiError::bad_request(
+            format!("the request body is not a valid chat completion request: {error}"),
+            None,
+        )
+    })
+}
+
+/// The body as a JSON object, or a 400 naming what is wrong.
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request(
             "the request body is empty; send a JSON chat completion request",
             None,
         ));
     }
-    let chat: ChatRequest = serde_json::from_slice(body).map_err(|error| {
-        ApiError::bad_request(
-            format!("the request body is not a valid chat completion request: {error}"),
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err(ApiError::bad_request(
+            "the request body must be a JSON object",
             None,
-        )
-    })?;
-    if chat.model.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "`model` must not be empty",
-            Some("model"),
-        ));
+        )),
+        Err(error) => Err(ApiError::bad_request(
+            format!("the request body is not valid JSON: {error}"),
+            None,
+        )),
     }
-    if chat.messages.is_empty() {
-        return Err(ApiError::bad_request(
-            "`messages` must contain at least one message",
-            Some("messages"),
-        ));
-    }
-    Ok(chat)
 }
 
 async fn handle(
@@ -81,13 +102,6 @@ async fn handle(
     chat: ChatRequest,
     stream: bool,
 ) -> Result<HttpResponse, ApiError> {
-    if !state
-        .gate
-        .policy()
-        .allows_model(identity.role.as_deref(), &chat.model)
-    {
-        return Err(ApiError::ModelNotAllowed(chat.model));
-    }
     let info = RequestInfo::of(&request);
     let route = request
         .match_pattern()
@@ -98,7 +112,7 @@ async fn handle(
         user_id: Some(identity.user_id.clone()),
         session_id: identity.chat_id.clone(),
         tags: vec!["bff".into(), format!("route:{route}")],
-        deadline: Some(info.started + state.request_timeout),
+        deadline: info.deadline(state.request_timeout),
     };
     let mut record = LlmRecord::new(
         info.trace_id.as_str(),
@@ -106,6 +120,8 @@ async fn handle(
         &route,
         &chat.model,
     );
+    record.client_request_id.clone_from(&info.client_request_id);
+    record.parent_span_id.clone_from(&info.parent_span_id);
     record.user_id = Some(identity.user_id.clone());
     record.role = identity.role.clone();
     record.session_id = identity.chat_id.clone();
@@ -176,13 +192,13 @@ async fn handle(
             }
             Ok(response
                 .content_type("text/event-stream")
-                .insert_header((header::CACHE_CONTROL, "no-cache"))
                 .insert_header(("x-accel-buffering", "no"))
                 .streaming(relay))
         }
         Err(error) => Err(failed(&state, record, error)),
     }
 }
+
 
 /// Records a failed call and turns it into the API error.
 fn failed(state: &AppState, mut record: LlmRecord, error: ProviderError) -> ApiError {
@@ -199,13 +215,8 @@ fn failed(state: &AppState, mut record: LlmRecord, error: ProviderError) -> ApiE
 
 fn record_error(error: &ApiError) -> RecordError {
     use actix_web::ResponseError as _;
-    let body = error.body();
     RecordError {
-        kind: body
-            .pointer("/error/code")
-            .and_then(Value::as_str)
-            .unwrap_or("error")
-            .to_owned(),
+        kind: error.parts().code.to_owned(),
         message: error.to_string(),
         status: Some(error.status_code().as_u16()),
     }
@@ -296,10 +307,10 @@ impl Stream for Relay {
                         this.upstream.summary(),
                     );
                 }
-                let mut body = api_error.body();
-                if let Some(error) = body.get_mut("error").and_then(Value::as_object_mut) {
-                    error.insert("request_id".into(), this.request_id.clone().into());
+                if api_error.is_server_side() {
+                    tracing::warn!(request_id = %this.request_id, error = %api_error, "stream failed upstream");
                 }
+                let body = render(&api_error.parts(), &this.request_id);
                 Poll::Ready(Some(Ok(Bytes::from(format!("data: {body}\n\n")))))
             }
             Poll::Ready(None) => {

@@ -6,10 +6,12 @@ pub mod observability;
 pub mod ops;
 
 /// Every route bff serves, as `(method, path)`; the deploy kit's routes must point at these.
-pub const ROUTES: [(&str, &str); 11] = [
+pub const ROUTES: [(&str, &str); 13] = [
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/monitoring"),
+    ("GET", "/monitoring.js"),
+    ("GET", "/monitoring.css"),
     ("GET", "/metrics"),
     ("POST", "/chat/completions"),
     ("POST", "/chat/stream"),
@@ -30,6 +32,8 @@ pub fn configure(config: &mut web::ServiceConfig, gate: &Gate, metrics_require_a
         .route("/health", web::get().to(ops::health)) // public
         .route("/ready", web::get().to(ops::ready)) // public
         .route("/monitoring", web::get().to(ops::monitoring)) // public page; its data needs credentials
+        .route("/monitoring.js", web::get().to(ops::monitoring_script)) // public
+        .route("/monitoring.css", web::get().to(ops::monitoring_style)) // public
         .service(
             web::resource("/metrics") // public unless METRICS_REQUIRE_AUTH
                 .wrap(Condition::new(

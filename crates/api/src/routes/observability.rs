@@ -4,7 +4,7 @@
 //! anyone else only ever sees their own user id, whatever they ask for.
 
 use crate::error::ApiError;
-use crate::observability::{MAX_PAGE, TraceFilter, UsageReport};
+use crate::observability::{DependencyStatus, MAX_PAGE, TraceFilter, UsageReport};
 use crate::routes::ops::litellm_status;
 use crate::state::AppState;
 use crate::usage::{UsageTotals, day_of};
@@ -56,20 +56,33 @@ fn scoped_user(state: &AppState, identity: &Identity, requested: Option<String>)
     }
 }
 
-/// Every dependency with status and latency, and the telemetry sinks' counters.
-pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+/// Every dependency with status and latency, and the telemetry sinks' counters. What a
+/// dependency or sink said when it failed (`detail`, `last_error`) is shown to
+/// `observability:all` only.
+pub async fn health(identity: Identity, state: web::Data<AppState>) -> HttpResponse {
     let (litellm, openwebui, langfuse, helicone) = tokio::join!(
         litellm_status(&state),
         state.observability.openwebui_health(),
         state.observability.langfuse_health(),
         state.observability.helicone_health(),
     );
-    let dependencies = [litellm, openwebui, langfuse, helicone];
+    let mut dependencies = [litellm, openwebui, langfuse, helicone];
+    let mut telemetry = state.telemetry.stats();
+    let sees_all = state
+        .gate
+        .authorize(&identity, Permission::ObservabilityAll)
+        .is_ok();
+    if !sees_all {
+        dependencies = dependencies.map(DependencyStatus::without_detail);
+        for sink in &mut telemetry {
+            sink.last_error = None;
+        }
+    }
     let healthy = !dependencies.iter().any(|d| d.is_down());
     HttpResponse::Ok().json(json!({
         "status": if healthy { "ok" } else { "degraded" },
         "dependencies": dependencies,
-        "telemetry": state.telemetry.stats(),
+        "telemetry": telemetry,
     }))
 }
 

@@ -10,13 +10,40 @@ use bff_providers::RequestContext;
 use serde_json::json;
 use tokio::time::Instant;
 
+/// The monitoring page's policy: its own script and style files only, no inline code, no
+/// framing, no plugins.
+const MONITORING_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'; object-src 'none'";
+
 /// The monitoring page: static HTML that reads `/observability/*` with the viewer's own
 /// credentials (the same-site `token` cookie of Open WebUI, or a pasted token).
 pub async fn monitoring() -> HttpResponse {
+    asset(
+        "text/html; charset=utf-8",
+        include_str!("../../static/monitoring.html"),
+    )
+}
+
+/// The monitoring page's script.
+pub async fn monitoring_script() -> HttpResponse {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/monitoring.js"),
+    )
+}
+
+/// The monitoring page's style sheet.
+pub async fn monitoring_style() -> HttpResponse {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../../static/monitoring.css"),
+    )
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header(("content-security-policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"))
-        .body(include_str!("../../static/monitoring.html"))
+        .content_type(content_type)
+        .insert_header(("content-security-policy", MONITORING_CSP))
+        .body(body)
 }
 
 /// Liveness: the process serves.
@@ -35,13 +62,15 @@ pub async fn litellm_status(state: &AppState) -> DependencyStatus {
     DependencyStatus::checked("litellm", started, result)
 }
 
-/// Readiness: LiteLLM answers and, when configured, Open WebUI answers. 503 names what is down.
+/// Readiness: LiteLLM answers and, when configured, Open WebUI answers. 503 names what is down;
+/// the public answer never carries what a dependency said (that is for
+/// `/observability/health`).
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let (litellm, openwebui) = tokio::join!(
         litellm_status(&state),
         state.observability.openwebui_health()
     );
-    let checks = [litellm, openwebui];
+    let checks = [litellm, openwebui].map(DependencyStatus::without_detail);
     let down: Vec<&str> = checks
         .iter()
         .filter(|c| c.is_down())
@@ -69,9 +98,9 @@ pub async fn models(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let info = RequestInfo::of(&request);
-    let mut context = RequestContext::new(info.request_id, info.trace_id);
+    let mut context = RequestContext::new(info.request_id.clone(), info.trace_id.clone());
     context.user_id = Some(identity.user_id.clone());
-    context.deadline = Some(info.started + state.request_timeout);
+    context.deadline = info.deadline(state.request_timeout);
     let mut list = state.litellm.models(&context).await.map_err(|error| {
         state.metrics.upstream_error(error.kind.label());
         ApiError::Provider(error)

@@ -23,7 +23,10 @@ async fn a_chat_goes_through_with_identity_and_reaches_langfuse_and_helicone() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["x-request-id"], "req-chat-1");
+    // bff mints the id every system keys on; the caller's is only an attribute.
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(request_id, "req-chat-1");
+    assert_eq!(uuid::Uuid::parse_str(&request_id).unwrap().get_version_num(), 7);
     assert_eq!(response.headers()["x-litellm-call-id"], "from-litellm");
     assert_eq!(
         response.text().await.unwrap(),
@@ -32,23 +35,22 @@ async fn a_chat_goes_through_with_identity_and_reaches_langfuse_and_helicone() {
     );
 
     let upstream = &received(&app.litellm, "/v1/chat/completions", 1).await[0];
-    assert_eq!(upstream.headers["x-litellm-call-id"], "req-chat-1");
+    assert_eq!(upstream.headers["x-litellm-call-id"], request_id.as_str());
     assert_eq!(
         upstream.headers["authorization"],
         format!("Bearer {LITELLM_KEY}").as_str()
     );
+    // A user's traceparent is not honoured: only trusted backends continue their trace.
     assert!(
-        upstream.headers["traceparent"]
+        !upstream.headers["traceparent"]
             .to_str()
             .unwrap()
             .contains("0af7651916cd43dd8448eb211c80319c")
     );
     let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
     assert_eq!(sent["user"], "alice");
-    assert_eq!(
-        sent["metadata"]["trace_id"],
-        "0af7651916cd43dd8448eb211c80319c"
-    );
+    let trace = sent["metadata"]["trace_id"].as_str().unwrap().to_owned();
+    assert_ne!(trace, "0af7651916cd43dd8448eb211c80319c");
     assert_eq!(sent["metadata"]["trace_user_id"], "alice");
     assert_eq!(
         sent["tools"],
@@ -62,17 +64,10 @@ async fn a_chat_goes_through_with_identity_and_reaches_langfuse_and_helicone() {
     GzDecoder::new(export.body.as_slice())
         .read_to_end(&mut protobuf)
         .unwrap();
-    let trace_id: Vec<u8> = (0..16)
-        .map(|i| {
-            u8::from_str_radix(&"0af7651916cd43dd8448eb211c80319c"[i * 2..i * 2 + 2], 16).unwrap()
-        })
-        .collect();
-    assert!(
-        protobuf
-            .windows(16)
-            .any(|window| window == trace_id.as_slice())
-    );
-    assert!(String::from_utf8_lossy(&protobuf).contains("alice"));
+    assert!(contains_hex(&protobuf, &trace));
+    let text = String::from_utf8_lossy(&protobuf);
+    assert!(text.contains("alice"));
+    assert!(text.contains("req-chat-1"), "client_request_id is kept as an attribute");
     let log = &received(&app.helicone, "/custom/v1/log", 1).await[0];
     let log: Value = serde_json::from_slice(&log.body).unwrap();
     assert_eq!(log["providerRequest"]["meta"]["Helicone-User-Id"], "alice");
@@ -81,6 +76,43 @@ async fn a_chat_goes_through_with_identity_and_reaches_langfuse_and_helicone() {
         "user"
     );
     assert_eq!(log["providerResponse"]["json"]["usage"]["total_tokens"], 16);
+}
+
+fn contains_hex(haystack: &[u8], hex: &str) -> bool {
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap())
+        .collect();
+    haystack.windows(bytes.len()).any(|window| window == bytes)
+}
+
+#[tokio::test]
+async fn a_service_callers_traceparent_becomes_the_parent_of_bffs_spans() {
+    let app = spawn_app().await;
+    app.litellm_chat().await;
+    app.telemetry_up().await;
+    let response = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(SERVICE_KEY)
+        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .json(&chat_body("fake-gpt", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let upstream = &received(&app.litellm, "/v1/chat/completions", 1).await[0];
+    let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
+    assert_eq!(sent["metadata"]["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+    let export = &received(&app.langfuse, "/api/public/otel/v1/traces", 1).await[0];
+    let mut protobuf = Vec::new();
+    GzDecoder::new(export.body.as_slice())
+        .read_to_end(&mut protobuf)
+        .unwrap();
+    assert!(contains_hex(&protobuf, "0af7651916cd43dd8448eb211c80319c"));
+    assert!(
+        contains_hex(&protobuf, "b7ad6b7169203331"),
+        "the caller's span is the parent, not bff's own span"
+    );
 }
 
 #[tokio::test]

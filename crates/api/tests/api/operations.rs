@@ -4,7 +4,7 @@ use crate::helpers::*;
 use serde_json::Value;
 
 #[tokio::test]
-async fn health_is_public_and_echoes_a_request_id() {
+async fn health_is_public_and_carries_a_request_id_bff_minted() {
     let app = spawn_app().await;
     let response = app.get("/health", None).await;
     assert_eq!(response.status(), 200);
@@ -21,15 +21,12 @@ async fn health_is_public_and_echoes_a_request_id() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.headers()["x-request-id"], "client-chosen-42");
-    let response = app
-        .client
-        .get(app.url("/health"))
-        .header("x-request-id", "bad id\twith<junk>")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.headers()["x-request-id"], "badidwithjunk");
+    // A caller's id never becomes the id bff, LiteLLM and the sinks key on.
+    let minted = response.headers()["x-request-id"].to_str().unwrap();
+    assert_ne!(minted, "client-chosen-42");
+    assert_eq!(uuid::Uuid::parse_str(minted).unwrap().get_version_num(), 7);
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(response.headers()["cache-control"], "no-store");
 }
 
 #[tokio::test]
@@ -90,19 +87,19 @@ async fn malformed_json_is_a_400_that_names_the_problem() {
         .post(app.url("/v1/chat/completions"))
         .bearer_auth(&token)
         .header("content-type", "application/json")
-        .header("x-request-id", "req-malformed")
         .body("{\"model\": \"fake-gpt\", \"messages\": [")
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert!(
         body["error"]["message"].as_str().unwrap().contains("EOF"),
         "{body}"
     );
-    assert_eq!(body["error"]["request_id"], "req-malformed");
+    assert_eq!(body["error"]["request_id"], request_id.as_str());
 
     let response = app
         .post_json(
@@ -261,7 +258,20 @@ async fn the_monitoring_page_is_public_html_and_its_data_is_not() {
             .unwrap()
             .starts_with("text/html")
     );
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for directive in ["frame-ancestors 'none'", "base-uri 'none'", "object-src 'none'"] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
     let page = response.text().await.unwrap();
-    assert!(page.contains("/observability/health") && page.contains("/observability/usage"));
+    assert!(!page.contains("<script>") && !page.contains("<style>") && !page.contains("style="));
+    let script = app.get("/monitoring.js", None).await;
+    assert_eq!(script.status(), 200);
+    let script = script.text().await.unwrap();
+    assert!(script.contains("/observability/health") && script.contains("/observability/usage"));
+    assert_eq!(app.get("/monitoring.css", None).await.status(), 200);
     assert_eq!(app.get("/observability/health", None).await.status(), 401);
 }
