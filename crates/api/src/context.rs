@@ -345,7 +345,10 @@ mod tests {
         assert_ne!(user.trace_id.as_str(), "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(user.parent_span_id, None);
         let service = info.clone().resolved(Some(&caller(AuthMethod::Service)));
-        assert_eq!(service.trace_id.as_str(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(
+            service.trace_id.as_str(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
         assert_eq!(service.parent_span_id.as_deref(), Some("b7ad6b7169203331"));
         // The request id is always bff's own.
         assert_ne!(info.request_id, "client-1");

@@ -169,7 +169,8 @@ fn provider_parts(error: &ProviderError) -> ErrorParts<'_> {
         | ErrorKind::UnknownModel { message, .. }
         | ErrorKind::RateLimited { message, .. } => message.into(),
         ErrorKind::AuthRejected { .. } => {
-            "the model gateway rejected bff's credentials; the operator must check LITELLM_API_KEY".into()
+            "the model gateway rejected bff's credentials; the operator must check LITELLM_API_KEY"
+                .into()
         }
         ErrorKind::UpstreamTimeout { .. } | ErrorKind::DeadlineExceeded { .. } => {
             "the model did not answer in time".into()
@@ -218,7 +219,9 @@ impl ResponseError for ApiError {
             _ => HttpResponse::build(self.status_code()),
         };
         if let Some(wait) = self.retry_after() {
-            let seconds = wait.as_secs().saturating_add(u64::from(wait.subsec_nanos() > 0));
+            let seconds = wait
+                .as_secs()
+                .saturating_add(u64::from(wait.subsec_nanos() > 0));
             if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
                 response.insert_header((header::RETRY_AFTER, value));
             }
@@ -235,7 +238,11 @@ pub(crate) fn generic_parts(
     max_body_bytes: usize,
 ) -> ErrorParts<'static> {
     let (message, error_type, code): (String, _, _) = match status.as_u16() {
-        404 => ("no route matches this path".into(), "invalid_request_error", "not_found"),
+        404 => (
+            "no route matches this path".into(),
+            "invalid_request_error",
+            "not_found",
+        ),
         405 => (
             "this route does not accept this method".into(),
             "invalid_request_error",
@@ -248,7 +255,10 @@ pub(crate) fn generic_parts(
         ),
         400..=499 => (
             detail.unwrap_or_else(|| {
-                status.canonical_reason().unwrap_or("bad request").to_lowercase()
+                status
+                    .canonical_reason()
+                    .unwrap_or("bad request")
+                    .to_lowercase()
             }),
             "invalid_request_error",
             "invalid_request",

@@ -137,7 +137,11 @@ impl Application {
                 .app_data(web::PayloadConfig::new(max_body))
                 .app_data(web::QueryConfig::default())
                 // Innermost first; the order, outermost first, is documented in `context`.
-                .wrap(state.gate.authenticate_requests(public_paths.iter().copied()))
+                .wrap(
+                    state
+                        .gate
+                        .authenticate_requests(public_paths.iter().copied()),
+                )
                 .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
                 .wrap(from_fn(request_context))
                 .configure(|config| routes::configure(config, &state.gate, metrics_require_auth))
@@ -180,6 +184,7 @@ fn pipeline_config(settings: &Settings) -> PipelineConfig {
         spool_dir: settings.telemetry.spool_dir.clone(),
         spool_max_bytes: settings.telemetry.spool_max_bytes,
         capture: settings.telemetry.capture,
+        max_capture_bytes: settings.telemetry.max_capture_bytes,
         ..PipelineConfig::default()
     }
 }

@@ -10,6 +10,12 @@
 //! | `bff_auth_failures_total` | counter | `reason` (`token_expired`, `permission_denied`, …) |
 //! | `bff_telemetry_records_total` | counter | `sink`, `state` (`queued`, `exported`, `retried`, `spooled`, `replayed`, `rejected`, `dropped`) |
 
+//!
+//! Every label that input can reach is bounded: the method is one of GET, POST, HEAD, OPTIONS or
+//! `other`; the route is the matched pattern or `unmatched`; and no family holds more than
+//! [`MAX_SERIES`] series (past that, new label values are counted under `other`), so no
+//! caller can grow `/metrics` or bff's memory by sending new strings.
+
 use bff_telemetry::SinkStats;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,6 +28,19 @@ const LATENCY_BUCKETS: [f64; 14] = [
 const OVERHEAD_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
+
+/// Most series one family keeps; later label values are counted as `other`.
+pub const MAX_SERIES: usize = 256;
+
+/// The label set `values` may be stored under in `map`: itself when known or when there is
+/// room, else all-`other`.
+fn bounded_key<K: Ord, V>(map: &BTreeMap<K, V>, key: K, overflow: K) -> K {
+    if map.len() < MAX_SERIES || map.contains_key(&key) {
+        key
+    } else {
+        overflow
+    }
+}
 
 struct CounterFamily {
     name: &'static str,
@@ -42,12 +61,10 @@ impl CounterFamily {
 
     fn add(&self, labels: &[&str], amount: u64) {
         let key = labels.iter().map(|label| (*label).to_owned()).collect();
-        *self
-            .values
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_default() += amount;
+        let overflow = vec!["other".to_owned(); labels.len()];
+        let mut values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = bounded_key(&values, key, overflow);
+        *values.entry(key).or_default() += amount;
     }
 
     fn render(&self, out: &mut String) {
@@ -106,7 +123,8 @@ impl HistogramFamily {
     fn observe(&self, label: &str, value: Duration) {
         let seconds = value.as_secs_f64();
         let mut values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
-        let histogram = values.entry(label.to_owned()).or_insert_with(|| Histogram {
+        let key = bounded_key(&values, label.to_owned(), "other".to_owned());
+        let histogram = values.entry(key).or_insert_with(|| Histogram {
             buckets: vec![0; self.bounds.len()],
             ..Histogram::default()
         });
@@ -307,6 +325,23 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_family_grows_past_its_bound() {
+        let metrics = Metrics::default();
+        for n in 0..MAX_SERIES * 3 {
+            metrics.time_to_first_token(&format!("model-{n}"), Duration::from_millis(5));
+            metrics.upstream_error(&format!("kind-{n}"));
+        }
+        let text = metrics.render(&[]);
+        let series = |prefix: &str| text.lines().filter(|line| line.starts_with(prefix)).count();
+        assert_eq!(
+            series("bff_time_to_first_token_seconds_count"),
+            MAX_SERIES + 1
+        );
+        assert_eq!(series("bff_upstream_errors_total{"), MAX_SERIES + 1);
+        assert!(text.contains(r#"bff_time_to_first_token_seconds_count{model="other"} 512"#));
+    }
 
     #[test]
     fn renders_counters_histograms_and_escapes_labels() {

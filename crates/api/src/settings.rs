@@ -7,12 +7,13 @@ use bff_telemetry::{CapturePolicy, LogFormat, Secret};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
 
 /// Every variable bff reads (its own and bff-auth's); `.env.example` must document them all.
-pub const ENV_VARIABLES: [&str; 31] = [
+pub const ENV_VARIABLES: [&str; 32] = [
     "BFF_BIND",
     "LITELLM_URL",
     "LITELLM_API_KEY",
@@ -39,6 +40,7 @@ pub const ENV_VARIABLES: [&str; 31] = [
     "TELEMETRY_BATCH_SIZE",
     "TELEMETRY_FLUSH_INTERVAL_MS",
     "TELEMETRY_CAPTURE",
+    "TELEMETRY_MAX_CAPTURE_BYTES",
     "TELEMETRY_SHUTDOWN_SECONDS",
     // Read by `.env` discovery and the auth settings (listed in bff_auth::ENV_VARIABLES too).
     "BFF_ENV_FILE",
@@ -133,6 +135,8 @@ pub struct TelemetrySettings {
     pub flush_interval: Duration,
     /// What to keep of prompts and answers.
     pub capture: CapturePolicy,
+    /// Most bytes of input, and of output, one telemetry record keeps.
+    pub max_capture_bytes: usize,
     /// Flush deadline at shutdown.
     pub shutdown_deadline: Duration,
 }
@@ -196,12 +200,12 @@ impl Settings {
                 &get,
                 "LITELLM_CONNECT_TIMEOUT_MS",
                 5000,
-                1,
+                1..=600_000,
             )?),
             first_byte_timeout: seconds(&get, "LITELLM_FIRST_BYTE_TIMEOUT_SECONDS", 120, 1)?,
             stream_idle_timeout: seconds(&get, "LITELLM_STREAM_IDLE_TIMEOUT_SECONDS", 120, 1)?,
-            max_attempts: u32::try_from(number(&get, "LITELLM_MAX_ATTEMPTS", 3, 1)?)
-                .unwrap_or(u32::MAX),
+            max_attempts: u32::try_from(number(&get, "LITELLM_MAX_ATTEMPTS", 3, 1..=10)?)
+                .unwrap_or(3),
         };
         let langfuse = match (
             get("LANGFUSE_HOST"),
@@ -263,8 +267,13 @@ impl Settings {
             litellm,
             auth,
             request_timeout: seconds(&get, "REQUEST_TIMEOUT_SECONDS", 600, 1)?,
-            max_body_bytes: usize::try_from(number(&get, "MAX_BODY_BYTES", 10 << 20, 1024)?)
-                .unwrap_or(usize::MAX),
+            max_body_bytes: usize::try_from(number(
+                &get,
+                "MAX_BODY_BYTES",
+                10 << 20,
+                1024..=256 << 20,
+            )?)
+            .unwrap_or(10 << 20),
             cors_allowed_origins: get("CORS_ALLOWED_ORIGINS")
                 .map(|value| {
                     value
@@ -281,16 +290,23 @@ impl Settings {
             helicone,
             telemetry: TelemetrySettings {
                 spool_dir: (spool != "off").then(|| PathBuf::from(spool)),
-                spool_max_bytes: number(&get, "TELEMETRY_SPOOL_MAX_MB", 256, 1)? << 20,
-                batch_size: usize::try_from(number(&get, "TELEMETRY_BATCH_SIZE", 50, 1)?)
+                spool_max_bytes: number(&get, "TELEMETRY_SPOOL_MAX_MB", 256, 1..=1 << 20)? << 20,
+                batch_size: usize::try_from(number(&get, "TELEMETRY_BATCH_SIZE", 50, 1..=10_000)?)
                     .unwrap_or(50),
                 flush_interval: Duration::from_millis(number(
                     &get,
                     "TELEMETRY_FLUSH_INTERVAL_MS",
                     1000,
-                    1,
+                    1..=3_600_000,
                 )?),
                 capture,
+                max_capture_bytes: usize::try_from(number(
+                    &get,
+                    "TELEMETRY_MAX_CAPTURE_BYTES",
+                    64 << 10,
+                    0..=16 << 20,
+                )?)
+                .unwrap_or(64 << 10),
                 shutdown_deadline: seconds(&get, "TELEMETRY_SHUTDOWN_SECONDS", 10, 0)?,
             },
         })
@@ -386,20 +402,24 @@ fn url(variable: &'static str, value: &str) -> Result<Url, SettingsError> {
     Ok(parsed)
 }
 
+/// A whole number within `range` (every numeric setting has an upper bound, so no later
+/// arithmetic on it can overflow).
 fn number(
     get: &impl Fn(&str) -> Option<String>,
     variable: &'static str,
     default: u64,
-    minimum: u64,
+    range: RangeInclusive<u64>,
 ) -> Result<u64, SettingsError> {
     match get(variable) {
         None => Ok(default),
         Some(value) => match value.trim().parse::<u64>() {
-            Ok(number) if number >= minimum => Ok(number),
+            Ok(number) if range.contains(&number) => Ok(number),
             _ => Err(SettingsError::Invalid {
                 variable,
                 reason: format!(
-                    "expected a whole number ≥ {minimum}, got `{}`",
+                    "expected a whole number from {} to {}, got `{}`",
+                    range.start(),
+                    range.end(),
                     value.trim()
                 ),
             }),
@@ -407,13 +427,14 @@ fn number(
     }
 }
 
+/// Seconds from `minimum` up to a day.
 fn seconds(
     get: &impl Fn(&str) -> Option<String>,
     variable: &'static str,
     default: u64,
     minimum: u64,
 ) -> Result<Duration, SettingsError> {
-    number(get, variable, default, minimum).map(Duration::from_secs)
+    number(get, variable, default, minimum..=86_400).map(Duration::from_secs)
 }
 
 fn boolean(
@@ -483,6 +504,11 @@ mod tests {
             ("TELEMETRY_CAPTURE", "some"),
             ("METRICS_REQUIRE_AUTH", "perhaps"),
             ("LANGFUSE_HOST", "http://langfuse:3000"),
+            // Huge numbers would overflow a deadline or a shift later: refused here.
+            ("REQUEST_TIMEOUT_SECONDS", "18446744073709551615"),
+            ("TELEMETRY_SPOOL_MAX_MB", "17592186044416"),
+            ("MAX_BODY_BYTES", "99999999999999"),
+            ("TELEMETRY_MAX_CAPTURE_BYTES", "-1"),
         ] {
             let mut pairs = BASE.to_vec();
             pairs.push((variable, value));

@@ -47,7 +47,10 @@ pub struct UsageRow {
     pub totals: UsageTotals,
 }
 
-/// In-memory usage, keyed by (day, model, user).
+/// Most (day, model, user) rows the ledger keeps; past it, the oldest day's rows go first.
+pub const MAX_ROWS: usize = 10_000;
+
+/// In-memory usage, keyed by (day, model, user), at most [`MAX_ROWS`] rows.
 #[derive(Debug, Default)]
 pub struct UsageLedger {
     rows: Mutex<BTreeMap<(String, String, String), UsageTotals>>,
@@ -71,12 +74,25 @@ impl UsageLedger {
             total_tokens: usage.total.unwrap_or(0),
             cost_usd: record.cost_usd.unwrap_or(0.0),
         };
+        let key = (day, model, user);
+        let mut rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
+        if !rows.contains_key(&key) && rows.len() >= MAX_ROWS {
+            rows.pop_first(); // keys start with the day: this is the oldest row
+        }
+        rows.entry(key).or_default().add(&totals);
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
         self.rows
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry((day, model, user))
-            .or_default()
-            .add(&totals);
+            .len()
+    }
+
+    /// Whether no request was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Rows for days in `[from, to]` (inclusive, `YYYY-MM-DD`), for one user or all.
@@ -125,6 +141,15 @@ mod tests {
         });
         record.cost_usd = Some(0.5);
         record
+    }
+
+    #[test]
+    fn random_model_names_cannot_grow_the_ledger_without_bound() {
+        let ledger = UsageLedger::default();
+        for n in 0..MAX_ROWS + 500 {
+            ledger.add(&record("mallory", &format!("no-such-model-{n}"), 0, 1));
+        }
+        assert_eq!(ledger.len(), MAX_ROWS);
     }
 
     #[test]

@@ -52,7 +52,7 @@ impl<D: UserDirectory> CachedDirectory<D> {
     }
 
     /// Number of credentials currently tracked (after pending evictions are applied).
-    pub async fn len(&self) -> u64 {
+    pub async fn entry_count(&self) -> u64 {
         self.entries.run_pending_tasks().await;
         self.entries.entry_count()
     }
@@ -217,16 +217,17 @@ mod tests {
         let cache = CachedDirectory::new(inner, Duration::from_secs(60), 8);
         for n in 0..50 {
             cache.lookup(&session(&format!("token-{n}"))).await.unwrap();
-            assert!(cache.len().await <= 8, "{} entries", cache.len().await);
+            assert!(cache.entry_count().await <= 8);
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn waiters_on_a_down_directory_share_one_call() {
         let mut inner = MockUserDirectory::new();
-        inner.expect_lookup().times(1).returning(|_| {
-            Err(DirectoryError::Unavailable("connection refused".into()))
-        });
+        inner
+            .expect_lookup()
+            .times(1)
+            .returning(|_| Err(DirectoryError::Unavailable("connection refused".into())));
         let cache = std::sync::Arc::new(CachedDirectory::new(
             SlowDirectory(inner),
             Duration::from_secs(60),

@@ -279,7 +279,10 @@ impl Policy {
         models: &[&str],
         extra_params: &[String],
     ) -> Result<(), AuthError> {
-        let grant = identity.role.as_deref().and_then(|role| self.roles.get(role));
+        let grant = identity
+            .role
+            .as_deref()
+            .and_then(|role| self.roles.get(role));
         if let Some(param) = extra_params
             .iter()
             .find(|param| grant.is_none_or(|grant| !grant.allow_params.contains(*param)))
@@ -468,7 +471,11 @@ allow_params = ["fallbacks"]
             via: AuthMethod::Session,
         };
         let fallbacks = ["fallbacks".to_owned()];
-        assert!(policy.check_request(&caller("user"), &["a", "a"], &fallbacks).is_ok());
+        assert!(
+            policy
+                .check_request(&caller("user"), &["a", "a"], &fallbacks)
+                .is_ok()
+        );
         assert_eq!(
             policy.check_request(&caller("user"), &["a", "b"], &fallbacks),
             Err(AuthError::ModelNotAllowed("b".into()))
@@ -491,7 +498,10 @@ allow_params = ["fallbacks"]
         )
         .unwrap_err();
         assert_eq!(error.line, 4, "{error}");
-        assert!(error.reason.contains("`api_base` cannot be allowed"), "{error}");
+        assert!(
+            error.reason.contains("`api_base` cannot be allowed"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -406,7 +406,9 @@ mod tests {
         ])
         .unwrap_err();
         assert!(
-            error.to_string().starts_with("AUTH_TRUST_FORWARDED_USER_HEADERS: must be false"),
+            error
+                .to_string()
+                .starts_with("AUTH_TRUST_FORWARDED_USER_HEADERS: must be false"),
             "{error}"
         );
     }
@@ -428,8 +430,11 @@ mod tests {
 
     #[test]
     fn numbers_have_upper_bounds() {
-        let error = settings(&[("WEBUI_SECRET_KEY", "x"), ("AUTH_CACHE_TTL_SECONDS", "99999999999")])
-            .unwrap_err();
+        let error = settings(&[
+            ("WEBUI_SECRET_KEY", "x"),
+            ("AUTH_CACHE_TTL_SECONDS", "99999999999"),
+        ])
+        .unwrap_err();
         assert!(error.to_string().contains("from 0 to 86400"), "{error}");
     }
 

@@ -202,8 +202,11 @@ async fn unreachable_directory_is_503() {
 #[actix_web::test]
 async fn a_public_path_is_not_authenticated_and_its_extractor_finds_no_one() {
     let service = test::init_service(app(gate(&[]))).await;
-    let response =
-        test::call_service(&service, test::TestRequest::get().uri("/public").to_request()).await;
+    let response = test::call_service(
+        &service,
+        test::TestRequest::get().uri("/public").to_request(),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let body = body_json(response).await;
     assert_eq!(body["error"]["code"], "missing_credentials");

@@ -434,7 +434,9 @@ async fn forwarded_jwt_without_a_configured_secret_is_refused_not_downgraded() {
 #[tokio::test]
 async fn with_a_signing_secret_unsigned_headers_are_never_honoured() {
     // Settings refuse this combination; an authenticator built by hand must hold too.
-    use bff_auth::{Authenticator, ForwardedJwtVerifier, Secret, ServiceKeys, SessionTokenVerifier};
+    use bff_auth::{
+        Authenticator, ForwardedJwtVerifier, Secret, ServiceKeys, SessionTokenVerifier,
+    };
     let authenticator = Authenticator::new(
         SessionTokenVerifier::new(&Secret::new(WEBUI_SECRET), 0, false),
         None,

@@ -12,7 +12,7 @@
 //!   logging joins the caller's trace. `metadata` is built from the [`RequestContext`] alone; a
 //!   request's own metadata travels only under `metadata.client_metadata`, which LiteLLM does
 //!   not act on.
-//! - **What a request may carry** ([`validate_chat_body`], [`CHAT_PARAMETERS`],
+//! - **What a request may carry** ([`validate_chat_body`], [`chat_parameters`],
 //!   [`reachable_models`]): the OpenAI parameters with their documented types, the fields that
 //!   are not OpenAI's (LiteLLM treats many as its own controls: `fallbacks`, `num_retries`,
 //!   `api_base`, …) listed for a policy to refuse, and every model a request can be routed to.
@@ -63,7 +63,7 @@ pub use client::{CLIENT_METADATA_KEY, ClientBuildError, LiteLlmClient, LiteLlmCo
 pub use context::{RequestContext, TraceId};
 pub use error::{ErrorKind, ProviderError};
 pub use params::{
-    CHAT_PARAMETERS, ChatBody, InvalidParameter, reachable_models, validate_chat_body,
+    ChatBody, InvalidParameter, chat_parameters, reachable_models, validate_chat_body,
 };
 pub use sse::{EventTooLarge, SseEvent, SseParser};
 pub use stream::{

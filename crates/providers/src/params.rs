@@ -3,7 +3,7 @@
 //!
 //! LiteLLM treats many body fields as its own controls (`fallbacks`, `num_retries`, `api_base`,
 //! `mock_response`, `metadata.tags`, …). A service that forwards requests on behalf of others
-//! should therefore pass only [`CHAT_PARAMETERS`] and refuse the rest unless its policy opts in
+//! should therefore pass only [`chat_parameters`] and refuse the rest unless its policy opts in
 //! ([`validate_chat_body`] reports them as [`ChatBody::extra_parameters`]).
 
 use serde_json::{Map, Value};
@@ -84,19 +84,21 @@ const PARAMETERS: [(&str, Check); 36] = [
     ("top_k", Check::Integer(0, 100_000)),
 ];
 
-/// The names of the OpenAI chat-completions parameters.
-pub const CHAT_PARAMETERS: [&str; 36] = {
-    let mut names = [""; 36];
-    let mut index = 0;
-    while index < PARAMETERS.len() {
-        names[index] = PARAMETERS[index].0;
-        index += 1;
-    }
-    names
-};
+/// The names of the chat parameters a caller may send without an operator opting in: the
+/// OpenAI chat-completions parameters (and two sampling parameters Open WebUI sends).
+pub fn chat_parameters() -> impl Iterator<Item = &'static str> {
+    PARAMETERS.iter().map(|(name, _)| *name)
+}
 
 /// Message roles OpenAI accepts.
-const MESSAGE_ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
+const MESSAGE_ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 /// Parameters that name models a request can be routed to, besides `model`.
 const MODEL_ROUTING_PARAMETERS: [&str; 2] = ["fallbacks", "context_window_fallback_dict"];
@@ -291,7 +293,11 @@ fn check_message(index: usize, message: &Value) -> Result<(), InvalidParameter> 
 /// `context_window_fallback_dict`). A routing parameter in a form this does not understand
 /// is an error, so no model can hide in it.
 pub fn reachable_models(fields: &Map<String, Value>) -> Result<Vec<&str>, InvalidParameter> {
-    let mut models: Vec<&str> = fields.get("model").and_then(Value::as_str).into_iter().collect();
+    let mut models: Vec<&str> = fields
+        .get("model")
+        .and_then(Value::as_str)
+        .into_iter()
+        .collect();
     for name in MODEL_ROUTING_PARAMETERS {
         let Some(value) = fields.get(name) else {
             continue;
@@ -403,10 +409,22 @@ mod tests {
     #[test]
     fn wrong_types_name_the_parameter() {
         let cases = [
-            ("messages", json!([{"role": "user", "content": 5}]), "messages[0].content"),
-            ("messages", json!([{"role": "wizard", "content": "x"}]), "messages[0].role"),
+            (
+                "messages",
+                json!([{"role": "user", "content": 5}]),
+                "messages[0].content",
+            ),
+            (
+                "messages",
+                json!([{"role": "wizard", "content": "x"}]),
+                "messages[0].role",
+            ),
             ("messages", json!([]), "messages"),
-            ("messages", json!([{"role": "user", "content": [{"text": "no type"}]}]), "messages[0].content"),
+            (
+                "messages",
+                json!([{"role": "user", "content": [{"text": "no type"}]}]),
+                "messages[0].content",
+            ),
             ("temperature", json!(3), "temperature"),
             ("temperature", json!("hot"), "temperature"),
             ("max_tokens", json!(0), "max_tokens"),
@@ -414,8 +432,16 @@ mod tests {
             ("n", json!(1000), "n"),
             ("stream", json!("yes"), "stream"),
             ("stop", json!(["a", "b", "c", "d", "e"]), "stop"),
-            ("stream_options", json!({"include_usage": "yes"}), "stream_options.include_usage"),
-            ("stream_options", json!({"mystery": true}), "stream_options.mystery"),
+            (
+                "stream_options",
+                json!({"include_usage": "yes"}),
+                "stream_options.include_usage",
+            ),
+            (
+                "stream_options",
+                json!({"mystery": true}),
+                "stream_options.mystery",
+            ),
             ("metadata", json!({"tags": ["routing"]}), "metadata"),
             ("tools", json!("all"), "tools"),
             ("model", json!(""), "model"),
@@ -442,7 +468,10 @@ mod tests {
             (json!([{"m": ["b"]}]), vec!["m", "m", "b"]),
             (json!([{"m": "b"}]), vec!["m", "m", "b"]),
             (json!({"m": ["b"]}), vec!["m", "m", "b"]),
-            (json!([{"model": "b", "messages": [{"role": "user", "content": "x"}]}]), vec!["m", "b"]),
+            (
+                json!([{"model": "b", "messages": [{"role": "user", "content": "x"}]}]),
+                vec!["m", "b"],
+            ),
         ];
         for (fallbacks, expected) in cases {
             let fields = with("fallbacks", fallbacks.clone());
@@ -450,17 +479,29 @@ mod tests {
         }
         let window = with("context_window_fallback_dict", json!({"m": "big"}));
         assert_eq!(reachable_models(&window).unwrap(), ["m", "m", "big"]);
-        for hidden in [json!([1]), json!("b"), json!([{"m": {"deep": "b"}}]), json!([{"model": 7}])] {
+        for hidden in [
+            json!([1]),
+            json!("b"),
+            json!([{"m": {"deep": "b"}}]),
+            json!([{"model": 7}]),
+        ] {
             let error = reachable_models(&with("fallbacks", hidden.clone())).unwrap_err();
             assert_eq!(error.param, "fallbacks", "{hidden}");
         }
     }
 
     #[test]
-    fn the_name_list_matches_the_checks() {
-        assert_eq!(CHAT_PARAMETERS.len(), PARAMETERS.len());
-        assert!(CHAT_PARAMETERS.iter().all(|name| !name.is_empty()));
-        assert!(CHAT_PARAMETERS.contains(&"max_completion_tokens"));
-        assert!(!CHAT_PARAMETERS.contains(&"fallbacks"));
+    fn the_list_holds_openais_parameters_and_no_litellm_controls() {
+        let names: Vec<&str> = chat_parameters().collect();
+        assert!(names.contains(&"max_completion_tokens") && names.contains(&"tools"));
+        for control in [
+            "fallbacks",
+            "num_retries",
+            "api_base",
+            "mock_response",
+            "timeout",
+        ] {
+            assert!(!names.contains(&control), "{control}");
+        }
     }
 }

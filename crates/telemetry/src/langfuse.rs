@@ -262,6 +262,12 @@ impl LangfuseSink {
             "langfuse.observation.metadata.finish_reason",
             record.finish_reason.as_deref(),
         );
+        if record.capture_truncated {
+            generation.push(text(
+                "langfuse.observation.metadata.capture_truncated",
+                "true",
+            ));
+        }
         if let Some(usage) = &record.usage {
             let mut details = serde_json::Map::new();
             for (key, value) in [

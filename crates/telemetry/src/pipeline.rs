@@ -8,7 +8,9 @@
 //! ```
 //! `record()` only clones an `Arc` into channels and bumps atomics: it never awaits, never
 //! does I/O and never takes a lock an exporter holds. A record is dropped only when the spool is
-//! disabled or full (or after shutdown), and every drop is counted and logged.
+//! disabled or full, when a sink's records waiting in memory would pass `max_queued_bytes`, or
+//! after shutdown; every drop is counted and logged. Captured prompts and answers are cut to
+//! `max_capture_bytes` each before a record is queued.
 
 use crate::counters::{Counter, SinkCounters, SinkStats};
 use crate::error::TelemetryError;
@@ -17,6 +19,7 @@ use crate::sink::{ExportError, TelemetrySink};
 use crate::spool::Spool;
 use ring::rand::{SecureRandom, SystemRandom};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -50,6 +53,11 @@ pub struct PipelineConfig {
     pub replay_interval: Duration,
     /// What to keep of prompts and answers. Default full.
     pub capture: CapturePolicy,
+    /// Most bytes of input, and of output, one record keeps. Default 64 KiB.
+    pub max_capture_bytes: usize,
+    /// Most bytes of records one sink holds waiting in memory (queue and spool backlog).
+    /// Default 64 MiB.
+    pub max_queued_bytes: usize,
 }
 
 impl Default for PipelineConfig {
@@ -66,7 +74,40 @@ impl Default for PipelineConfig {
             spool_max_bytes: 256 << 20,
             replay_interval: Duration::from_secs(15),
             capture: CapturePolicy::Full,
+            max_capture_bytes: 64 << 10,
+            max_queued_bytes: 64 << 20,
         }
+    }
+}
+
+/// Bytes of records a sink holds in memory, against a limit.
+#[derive(Debug)]
+struct ByteBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl ByteBudget {
+    /// Takes `bytes` if they fit.
+    fn reserve(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Gives back what a record took when it leaves a channel.
+    fn release(&self, record: &LlmRecord) {
+        self.give_back(record.approx_bytes());
+    }
+
+    fn give_back(&self, bytes: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(bytes))
+            });
     }
 }
 
@@ -78,12 +119,25 @@ struct SinkHandle {
     queue: mpsc::Sender<SharedRecord>,
     overflow: mpsc::Sender<SharedRecord>,
     counters: Arc<SinkCounters>,
+    budget: Arc<ByteBudget>,
+}
+
+impl SinkHandle {
+    /// Counts a dropped record; logs the first and every thousandth (atomics only: no lock a
+    /// worker can hold).
+    fn drop_one(&self, why: &str) {
+        let dropped = self.counters.add(Counter::Dropped, 1);
+        if dropped == 1 || dropped.is_multiple_of(1000) {
+            tracing::error!(sink = %self.name, dropped, "{why}");
+        }
+    }
 }
 
 /// The telemetry pipeline. Create it once at start-up, inside a tokio runtime.
 pub struct Pipeline {
     sinks: Vec<SinkHandle>,
     capture: CapturePolicy,
+    max_capture_bytes: usize,
     shutdown: watch::Sender<Option<Instant>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -108,12 +162,17 @@ impl Pipeline {
                 None => None,
             };
             let counters = Arc::new(SinkCounters::default());
+            let budget = Arc::new(ByteBudget {
+                used: AtomicUsize::new(0),
+                limit: config.max_queued_bytes,
+            });
             let (queue, queue_rx) = mpsc::channel(config.queue_capacity.max(1));
             let (overflow, overflow_rx) = mpsc::channel(config.overflow_capacity.max(1));
             let spooler = Spooler {
                 sink: name.clone(),
                 spool,
                 counters: Arc::clone(&counters),
+                budget: Arc::clone(&budget),
             };
             tasks.push(tokio::spawn(run_overflow_writer(
                 overflow_rx,
@@ -134,11 +193,13 @@ impl Pipeline {
                 queue,
                 overflow,
                 counters,
+                budget,
             });
         }
         Ok(Self {
             sinks: handles,
             capture: config.capture,
+            max_capture_bytes: config.max_capture_bytes,
             shutdown,
             tasks: Mutex::new(tasks),
         })
@@ -148,23 +209,28 @@ impl Pipeline {
     /// that cannot be queued goes to the spool; one that cannot be spooled either is counted
     /// as dropped and logged.
     pub fn record(&self, mut record: LlmRecord) {
-        record.apply(self.capture);
+        record.apply(self.capture, self.max_capture_bytes);
+        let bytes = record.approx_bytes();
         let record = Arc::new(record);
         for sink in &self.sinks {
+            if !sink.budget.reserve(bytes) {
+                sink.drop_one("telemetry overloaded: the records waiting in memory reached their byte limit; record dropped");
+                continue;
+            }
             match sink.queue.try_send(Arc::clone(&record)) {
                 Ok(()) => {
                     sink.counters.add(Counter::Queued, 1);
                 }
                 Err(mpsc::error::TrySendError::Full(record)) => {
                     if sink.overflow.try_send(record).is_err() {
-                        // Atomics only: `record` never takes a lock a worker can hold.
-                        let dropped = sink.counters.add(Counter::Dropped, 1);
-                        if dropped == 1 || dropped % 1000 == 0 {
-                            tracing::error!(sink = %sink.name, dropped, "telemetry overloaded: queue and spool backlog full; record dropped");
-                        }
+                        sink.budget.give_back(bytes);
+                        sink.drop_one(
+                            "telemetry overloaded: queue and spool backlog full; record dropped",
+                        );
                     }
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
+                    sink.budget.give_back(bytes);
                     sink.counters.add(Counter::Dropped, 1);
                     tracing::warn!(sink = %sink.name, "telemetry record arrived after shutdown; dropped");
                 }
@@ -206,6 +272,8 @@ struct Spooler {
     sink: String,
     spool: Option<SharedSpool>,
     counters: Arc<SinkCounters>,
+    /// Released as records leave the in-memory channels.
+    budget: Arc<ByteBudget>,
 }
 
 impl Spooler {
@@ -270,10 +338,14 @@ async fn run_overflow_writer(
             _ = shutdown.changed() => None,
         };
         let Some(first) = first else { break };
+        spooler.budget.release(&first);
         let mut batch = vec![first];
         while batch.len() < 1024 {
             match overflow.try_recv() {
-                Ok(record) => batch.push(record),
+                Ok(record) => {
+                    spooler.budget.release(&record);
+                    batch.push(record);
+                }
                 Err(_) => break,
             }
         }
@@ -282,6 +354,7 @@ async fn run_overflow_writer(
     overflow.close();
     let mut rest = Vec::new();
     while let Ok(record) = overflow.try_recv() {
+        spooler.budget.release(&record);
         rest.push(record);
     }
     spooler.store(rest, "queue full at shutdown").await;
@@ -327,12 +400,16 @@ impl Worker {
                 }
             };
             let Some(first) = first else { break };
+            self.spooler.budget.release(&first);
             let mut batch = vec![first];
             let flush_at = Instant::now() + self.config.flush_interval;
             while batch.len() < self.config.batch_size && self.stopping().is_none() {
                 tokio::select! {
                     record = self.queue.recv() => match record {
-                        Some(record) => batch.push(record),
+                        Some(record) => {
+                            self.spooler.budget.release(&record);
+                            batch.push(record);
+                        }
                         None => break,
                     },
                     _ = self.shutdown.changed() => break,
@@ -356,6 +433,7 @@ impl Worker {
         self.queue.close();
         let mut rest = Vec::new();
         while let Ok(record) = self.queue.try_recv() {
+            self.spooler.budget.release(&record);
             rest.push(record);
         }
         let mut batches = rest.chunks(self.config.batch_size.max(1));

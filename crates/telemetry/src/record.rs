@@ -153,6 +153,9 @@ pub struct LlmRecord {
     pub output: Option<String>,
     /// Finish reason of the answer.
     pub finish_reason: Option<String>,
+    /// Whether `input` or `output` was cut to the capture limit.
+    #[serde(default)]
+    pub capture_truncated: bool,
 }
 
 impl LlmRecord {
@@ -191,15 +194,42 @@ impl LlmRecord {
             input: None,
             output: None,
             finish_reason: None,
+            capture_truncated: false,
         }
     }
 
-    /// Applies a capture policy.
-    pub fn apply(&mut self, policy: CapturePolicy) {
+    /// Applies a capture policy, and cuts `input` and `output` to at most `max_bytes` each.
+    /// A cut output keeps its first `max_bytes`; a cut input becomes the first `max_bytes` of
+    /// its JSON text. Either sets [`Self::capture_truncated`].
+    pub fn apply(&mut self, policy: CapturePolicy, max_bytes: usize) {
         if policy == CapturePolicy::MetadataOnly {
             self.input = None;
             self.output = None;
+            return;
         }
+        if let Some(output) = &mut self.output
+            && output.len() > max_bytes
+        {
+            output.truncate(floor_char_boundary(output, max_bytes));
+            self.capture_truncated = true;
+        }
+        if let Some(input) = &self.input
+            && text_bytes(input) > max_bytes
+        {
+            let mut text = input.to_string();
+            text.truncate(floor_char_boundary(&text, max_bytes));
+            self.input = Some(Value::String(text));
+            self.capture_truncated = true;
+        }
+    }
+
+    /// About how much memory the record holds: its captured text plus a fixed allowance for
+    /// the rest. Used to bound queues in bytes.
+    pub fn approx_bytes(&self) -> usize {
+        const FIXED: usize = 1024;
+        FIXED
+            + self.input.as_ref().map_or(0, text_bytes)
+            + self.output.as_ref().map_or(0, String::len)
     }
 
     /// `N` bytes derived from the request id and a purpose: stable across retries, replays
@@ -220,6 +250,27 @@ impl LlmRecord {
         }
         out
     }
+}
+
+/// Bytes of the strings (and keys) in a JSON value: a cheap size estimate.
+fn text_bytes(value: &Value) -> usize {
+    match value {
+        Value::String(text) => text.len(),
+        Value::Array(items) => items.iter().map(text_bytes).sum(),
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(key, value)| key.len() + text_bytes(value))
+            .sum(),
+        _ => 8,
+    }
+}
+
+/// The largest index ≤ `index` that is a char boundary of `text`.
+fn floor_char_boundary(text: &str, index: usize) -> usize {
+    (0..=index.min(text.len()))
+        .rev()
+        .find(|at| text.is_char_boundary(*at))
+        .unwrap_or(0)
 }
 
 /// Lowercase hex of bytes.
@@ -248,15 +299,35 @@ mod tests {
         let mut record = LlmRecord::new("ab".repeat(16), "req-1", "/chat", "m");
         record.input = Some(serde_json::json!([{"role": "user", "content": "secret plan"}]));
         record.output = Some("answer".into());
-        record.apply(CapturePolicy::Full);
+        record.apply(CapturePolicy::Full, 1 << 20);
         assert!(record.input.is_some() && record.output.is_some());
-        record.apply(CapturePolicy::MetadataOnly);
+        assert!(!record.capture_truncated);
+        record.apply(CapturePolicy::MetadataOnly, 1 << 20);
         assert!(record.input.is_none() && record.output.is_none());
         assert_eq!(
             CapturePolicy::parse("metadata-only"),
             Some(CapturePolicy::MetadataOnly)
         );
         assert_eq!(CapturePolicy::parse("partial"), None);
+    }
+
+    #[test]
+    fn capture_is_cut_to_the_limit_and_marked() {
+        let mut record = LlmRecord::new("ab".repeat(16), "req-1", "/chat", "m");
+        record.input = Some(serde_json::json!([{"role": "user", "content": "é".repeat(5000)}]));
+        record.output = Some("ü".repeat(5000));
+        let before = record.approx_bytes();
+        record.apply(CapturePolicy::Full, 1001);
+        assert!(record.capture_truncated);
+        assert!(record.output.as_ref().unwrap().len() <= 1001);
+        let Some(Value::String(input)) = &record.input else {
+            panic!("a cut input is kept as text");
+        };
+        assert!(
+            input.len() <= 1001 && input.starts_with(r#"[{"role":"user","content":"é"#),
+            "{input}"
+        );
+        assert!(record.approx_bytes() < before / 4);
     }
 
     #[test]

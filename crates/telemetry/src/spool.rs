@@ -9,6 +9,7 @@
 use crate::record::LlmRecord;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 /// A segment is closed and a new one started past this size.
@@ -54,8 +55,15 @@ pub struct Spool {
 
 impl Spool {
     /// Opens (creating if needed) the spool at `dir`, capped at `max_bytes` in all.
+    /// The folder is made readable by its owner only (0700), and so is every file (0600):
+    /// spooled records hold prompts.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, SpoolError> {
-        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_error(dir))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error(dir))?;
         let mut spool = Self {
             dir: dir.to_owned(),
             max_bytes,
@@ -135,6 +143,7 @@ impl Spool {
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&path)
                 .map_err(io_error(&path))?;
             // Make the new file's directory entry durable too.
@@ -203,7 +212,13 @@ impl Spool {
                 buffer.push(b'\n');
             }
         }
-        let mut file = File::create(&temporary).map_err(io_error(&temporary))?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)
+            .map_err(io_error(&temporary))?;
         file.write_all(&buffer).map_err(io_error(&temporary))?;
         file.sync_all().map_err(io_error(&temporary))?;
         fs::rename(&temporary, &path).map_err(io_error(&path))?;
@@ -258,6 +273,23 @@ mod tests {
         assert!(spool.oldest().unwrap().is_none());
         assert!(spool.is_empty());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_the_owner_can_read_spooled_prompts() {
+        let dir = temp_dir("modes");
+        let mut spool = Spool::open(&dir, 1 << 20).unwrap();
+        spool.append([&record("a")]).unwrap();
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        let files: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        assert!(!files.is_empty());
+        for file in files {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
     }
 
     #[test]

@@ -193,3 +193,25 @@ async fn a_slow_sink_does_not_delay_another() {
     assert!(eventually(Duration::from_secs(2), || fast.delivered_ids().len() == 10).await);
     assert!(slow.delivered_ids().is_empty());
 }
+
+#[tokio::test]
+async fn memory_waiting_for_a_sink_is_bounded_in_bytes_and_captures_are_cut() {
+    let stuck = FakeSink::slow("stuck", true, Duration::from_secs(60));
+    let config = PipelineConfig {
+        max_capture_bytes: 10 << 10,
+        max_queued_bytes: 100 << 10,
+        ..fast_config(None)
+    };
+    let pipeline = Pipeline::start(config, vec![stuck.clone()]).unwrap();
+    // `record()` never yields, so the worker takes nothing off the queue meanwhile.
+    for n in 0..100 {
+        let mut big = record(&format!("req-{n}"));
+        big.output = Some("x".repeat(1 << 20));
+        big.input = Some(serde_json::json!([{"role": "user", "content": "y".repeat(1 << 20)}]));
+        pipeline.record(big);
+    }
+    let stats = pipeline.stats();
+    // Each record holds at most 2 × 10 KiB of capture plus 1 KiB: 100 KiB fit about 4.
+    assert!(stats[0].queued <= 5, "{stats:?}");
+    assert_eq!(stats[0].queued + stats[0].dropped, 100, "{stats:?}");
+}

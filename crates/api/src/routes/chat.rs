@@ -7,8 +7,8 @@ use crate::state::AppState;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use bff_auth::Identity;
 use bff_providers::{
-    ChatRequest, ChatStream, ProviderError, RequestContext, StreamSummary, Usage,
-    reachable_models, validate_chat_body,
+    ChatRequest, ChatStream, ProviderError, RequestContext, StreamSummary, Usage, reachable_models,
+    validate_chat_body,
 };
 use bff_telemetry::{LlmRecord, Outcome, RecordError, TokenUsage, UnixNanos};
 use bytes::Bytes;
@@ -56,7 +56,12 @@ fn admit(
     identity: &Identity,
     state: &AppState,
 ) -> Result<ChatRequest, ApiError> {
-    if request.mime_type().ok().flatten().is_none_or(|mime| mime.essence_str() != "application/json") {
+    if request
+        .mime_type()
+        .ok()
+        .flatten()
+        .is_none_or(|mime| mime.essence_str() != "application/json")
+    {
         return Err(ApiError::UnsupportedMediaType);
     }
     let fields = parse_object(body)?;
@@ -130,75 +135,95 @@ async fn handle(
     record.started_at = UnixNanos::from(info.started_at);
     record.tags = context.tags.clone();
     record.input = serde_json::to_value(&chat.messages).ok();
-
-    let waiting = Instant::now();
-    if !stream {
-        let result = state.litellm.chat(&context, chat).await;
-        request
-            .extensions_mut()
-            .insert(UpstreamWait(waiting.elapsed()));
-        return match result {
-            Ok(completion) => {
-                let usage = completion.response.usage.as_ref();
-                record.model_served = completion
-                    .response
-                    .model
-                    .clone()
-                    .or_else(|| completion.meta.model_group.clone());
-                record.usage = usage.map(token_usage);
-                record.cost_usd = completion
-                    .meta
-                    .cost_usd
-                    .or_else(|| usage.and_then(|u| u.cost));
-                record.upstream_call_id = completion.meta.call_id.clone();
-                record.attempts = completion.meta.attempts;
-                record.output = completion.response.output_text();
-                record.finish_reason = completion.response.finish_reason().map(str::to_owned);
-                record.ended_at = UnixNanos::now();
-                finish(&state, record);
-                let mut response = HttpResponse::Ok();
-                if let Some(call_id) = &completion.meta.call_id {
-                    response.insert_header((LITELLM_CALL_ID, call_id.as_str()));
-                }
-                Ok(response
-                    .content_type("application/json")
-                    .body(completion.raw))
-            }
-            Err(error) => Err(failed(&state, record, error)),
-        };
-    }
-
-    let result = state.litellm.chat_stream(&context, chat).await;
-    request
-        .extensions_mut()
-        .insert(UpstreamWait(waiting.elapsed()));
-    match result {
-        Ok(upstream) => {
-            record.upstream_call_id = upstream.meta().call_id.clone();
-            record.attempts = upstream.meta().attempts;
-            let relay = Relay {
-                upstream,
-                pending: Some(Pending {
-                    state,
-                    record,
-                    started: info.started,
-                    started_at: info.started_at,
-                }),
-                request_id: info.request_id,
-            };
-            let mut response = HttpResponse::Ok();
-            if let Some(call_id) = &relay.upstream.meta().call_id {
-                response.insert_header((LITELLM_CALL_ID, call_id.as_str()));
-            }
-            Ok(response
-                .content_type("text/event-stream")
-                .insert_header(("x-accel-buffering", "no"))
-                .streaming(relay))
-        }
-        Err(error) => Err(failed(&state, record, error)),
+    if stream {
+        start_stream(&request, &info, state, &context, chat, record).await
+    } else {
+        complete(&request, &state, &context, chat, record).await
     }
 }
 
+/// A non-streaming call: LiteLLM's body is passed on byte for byte.
+async fn complete(
+    request: &HttpRequest,
+    state: &AppState,
+    context: &RequestContext,
+    chat: ChatRequest,
+    mut record: LlmRecord,
+) -> Result<HttpResponse, ApiError> {
+    let waiting = Instant::now();
+    let result = state.litellm.chat(context, chat).await;
+    request
+        .extensions_mut()
+        .insert(UpstreamWait(waiting.elapsed()));
+    let completion = match result {
+        Ok(completion) => completion,
+        Err(error) => return Err(failed(state, record, error)),
+    };
+    let usage = completion.response.usage.as_ref();
+    record.model_served = completion
+        .response
+        .model
+        .clone()
+        .or_else(|| completion.meta.model_group.clone());
+    record.usage = usage.map(token_usage);
+    record.cost_usd = completion
+        .meta
+        .cost_usd
+        .or_else(|| usage.and_then(|u| u.cost));
+    record.upstream_call_id = completion.meta.call_id.clone();
+    record.attempts = completion.meta.attempts;
+    record.output = completion.response.output_text();
+    record.finish_reason = completion.response.finish_reason().map(str::to_owned);
+    record.ended_at = UnixNanos::now();
+    finish(state, record);
+    let mut response = HttpResponse::Ok();
+    if let Some(call_id) = &completion.meta.call_id {
+        response.insert_header((LITELLM_CALL_ID, call_id.as_str()));
+    }
+    Ok(response
+        .content_type("application/json")
+        .body(completion.raw))
+}
+
+/// A streaming call: returns once LiteLLM's stream has started; the [`Relay`] records the rest.
+async fn start_stream(
+    request: &HttpRequest,
+    info: &RequestInfo,
+    state: Arc<AppState>,
+    context: &RequestContext,
+    chat: ChatRequest,
+    mut record: LlmRecord,
+) -> Result<HttpResponse, ApiError> {
+    let waiting = Instant::now();
+    let result = state.litellm.chat_stream(context, chat).await;
+    request
+        .extensions_mut()
+        .insert(UpstreamWait(waiting.elapsed()));
+    let upstream = match result {
+        Ok(upstream) => upstream,
+        Err(error) => return Err(failed(&state, record, error)),
+    };
+    record.upstream_call_id = upstream.meta().call_id.clone();
+    record.attempts = upstream.meta().attempts;
+    let mut response = HttpResponse::Ok();
+    if let Some(call_id) = &upstream.meta().call_id {
+        response.insert_header((LITELLM_CALL_ID, call_id.as_str()));
+    }
+    let relay = Relay {
+        upstream,
+        pending: Some(Pending {
+            state,
+            record,
+            started: info.started,
+            started_at: info.started_at,
+        }),
+        request_id: info.request_id.clone(),
+    };
+    Ok(response
+        .content_type("text/event-stream")
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(relay))
+}
 
 /// Records a failed call and turns it into the API error.
 fn failed(state: &AppState, mut record: LlmRecord, error: ProviderError) -> ApiError {

@@ -24,9 +24,17 @@ async fn a_chat_goes_through_with_identity_and_reaches_langfuse_and_helicone() {
         .unwrap();
     assert_eq!(response.status(), 200);
     // bff mints the id every system keys on; the caller's is only an attribute.
-    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_ne!(request_id, "req-chat-1");
-    assert_eq!(uuid::Uuid::parse_str(&request_id).unwrap().get_version_num(), 7);
+    assert_eq!(
+        uuid::Uuid::parse_str(&request_id)
+            .unwrap()
+            .get_version_num(),
+        7
+    );
     assert_eq!(response.headers()["x-litellm-call-id"], "from-litellm");
     assert_eq!(
         response.text().await.unwrap(),
@@ -67,7 +75,10 @@ async fn a_chat_goes_through_with_identity_and_reaches_langfuse_and_helicone() {
     assert!(contains_hex(&protobuf, &trace));
     let text = String::from_utf8_lossy(&protobuf);
     assert!(text.contains("alice"));
-    assert!(text.contains("req-chat-1"), "client_request_id is kept as an attribute");
+    assert!(
+        text.contains("req-chat-1"),
+        "client_request_id is kept as an attribute"
+    );
     let log = &received(&app.helicone, "/custom/v1/log", 1).await[0];
     let log: Value = serde_json::from_slice(&log.body).unwrap();
     assert_eq!(log["providerRequest"]["meta"]["Helicone-User-Id"], "alice");
@@ -94,7 +105,10 @@ async fn a_service_callers_traceparent_becomes_the_parent_of_bffs_spans() {
         .client
         .post(app.url("/v1/chat/completions"))
         .bearer_auth(SERVICE_KEY)
-        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
         .json(&chat_body("fake-gpt", false))
         .send()
         .await
@@ -102,7 +116,10 @@ async fn a_service_callers_traceparent_becomes_the_parent_of_bffs_spans() {
     assert_eq!(response.status(), 200);
     let upstream = &received(&app.litellm, "/v1/chat/completions", 1).await[0];
     let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
-    assert_eq!(sent["metadata"]["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(
+        sent["metadata"]["trace_id"],
+        "0af7651916cd43dd8448eb211c80319c"
+    );
     let export = &received(&app.langfuse, "/api/public/otel/v1/traces", 1).await[0];
     let mut protobuf = Vec::new();
     GzDecoder::new(export.body.as_slice())

@@ -12,5 +12,6 @@ mod errors;
 mod helpers;
 mod observability;
 mod operations;
+mod policy;
 mod rbac;
 mod streaming;

@@ -92,7 +92,10 @@ async fn malformed_json_is_a_400_that_names_the_problem() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert!(
@@ -262,7 +265,11 @@ async fn the_monitoring_page_is_public_html_and_its_data_is_not() {
         .to_str()
         .unwrap()
         .to_owned();
-    for directive in ["frame-ancestors 'none'", "base-uri 'none'", "object-src 'none'"] {
+    for directive in [
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "object-src 'none'",
+    ] {
         assert!(csp.contains(directive), "{csp}");
     }
     assert!(!csp.contains("unsafe-inline"), "{csp}");
