@@ -35,11 +35,11 @@ def test_ready_when_litellm_answers(bff):
     assert response.json()["status"] == "ready"
 
 
-def test_non_streaming_chat_and_litellm_adopts_the_request_id(bff):
-    request_id = f"e2e-{uuid.uuid4()}"
+def test_non_streaming_chat_and_litellm_adopts_bffs_request_id(bff):
+    client_id = f"e2e-{uuid.uuid4()}"
     response = httpx.post(
         f"{bff.url}/v1/chat/completions",
-        headers={**bff.headers, "X-Request-Id": request_id},
+        headers={**bff.headers, "X-Request-Id": client_id},
         json=chat(),
         timeout=60,
     )
@@ -47,8 +47,69 @@ def test_non_streaming_chat_and_litellm_adopts_the_request_id(bff):
     body = response.json()
     assert body["choices"][0]["message"]["content"] == MOCK_ANSWER
     assert body["usage"]["total_tokens"] > 0
-    assert response.headers["x-request-id"] == request_id
+    # bff mints the id LiteLLM and the sinks key on; a caller's id is only an attribute.
+    request_id = response.headers["x-request-id"]
+    assert request_id != client_id
+    assert uuid.UUID(request_id).version == 7
     assert response.headers["x-litellm-call-id"] == request_id
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("fallbacks", ["no-such-model"]),
+        ("num_retries", 10),
+        ("api_base", "http://127.0.0.1:9"),
+        ("mock_response", "free"),
+        ("metadata", {"tags": ["x"]}),
+    ],
+)
+def test_litellm_controls_in_the_body_are_refused(bff, field, value):
+    response = httpx.post(
+        f"{bff.url}/v1/chat/completions", headers=bff.headers, json=chat(**{field: value}), timeout=60
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == field
+
+
+def test_a_wrong_content_type_is_refused_at_once(bff):
+    response = httpx.post(
+        f"{bff.url}/v1/chat/completions",
+        headers={**bff.headers, "Content-Type": "text/plain"},
+        content=json.dumps(chat()),
+        timeout=10,
+    )
+    assert response.status_code == 415, response.text
+
+
+def test_a_wrong_type_is_a_400_not_a_502(bff):
+    response = httpx.post(
+        f"{bff.url}/v1/chat/completions",
+        headers=bff.headers,
+        json={"model": "mock-gpt", "messages": [{"role": "user", "content": 5}]},
+        timeout=10,
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "messages[0].content"
+
+
+def test_what_open_webui_sends_passes_unchanged(bff):
+    """Open WebUI 0.12.4's body for a chat with the parameters its chat settings set."""
+    body = chat(
+        stream=True,
+        temperature=0.7,
+        top_p=0.9,
+        min_p=0.05,
+        max_tokens=256,
+        frequency_penalty=0.1,
+        presence_penalty=0.1,
+        seed=42,
+        stop=["###"],
+        reasoning_effort="low",
+    )
+    response = httpx.post(f"{bff.url}/v1/chat/completions", headers=bff.headers, json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    assert content_of(sse_events(response)) == MOCK_ANSWER
 
 
 @pytest.mark.parametrize("route", ["/v1/chat/completions", "/chat/stream"])
@@ -121,3 +182,29 @@ def test_the_official_openai_client_works_unchanged(bff):
 
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "Hello"}])
+
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
+    completion = client.chat.completions.create(
+        model="mock-gpt",
+        messages=[{"role": "user", "content": "Hello"}],
+        tools=tools,
+        tool_choice="auto",
+        response_format={"type": "json_object"},
+        metadata={"purpose": "e2e"},
+        max_completion_tokens=64,
+    )
+    assert completion.choices[0].message.content == MOCK_ANSWER
+
+    stream = client.chat.completions.create(
+        model="mock-gpt",
+        messages=[{"role": "user", "content": "Hello"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert [chunk.usage for chunk in chunks if chunk.usage][0].total_tokens > 0
+
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model="mock-gpt", messages=[{"role": "user", "content": "Hello"}], extra_body={"fallbacks": ["x"]}
+        )

@@ -233,9 +233,10 @@ async fn request_carries_identity_and_trace_and_keeps_unknown_fields() {
     let body: Value = serde_json::from_slice(&received.body).unwrap();
     assert_eq!(
         body["metadata"],
-        json!({"tenant": "acme", "trace_id": "0af7651916cd43dd8448eb211c80319c",
+        json!({"trace_id": "0af7651916cd43dd8448eb211c80319c",
                "trace_user_id": "user-42", "session_id": "chat-7",
-               "tags": ["bff", "route:/v1/chat/completions"]})
+               "tags": ["bff", "route:/v1/chat/completions"],
+               "client_metadata": {"tenant": "acme"}})
     );
     assert_eq!(body["user"], "user-42");
     assert_eq!(body["stream"], false);
