@@ -231,6 +231,21 @@ fn litellm_runs_the_project_config_with_the_key_bff_uses() {
         variable_of(env(litellm, "LITELLM_MASTER_KEY")),
         variable_of(env(service(&compose, "bff"), "LITELLM_API_KEY"))
     );
+    // bff is the one writer of each request's generation: LiteLLM's Langfuse callback stays
+    // off, or every request's usage and cost would be in Langfuse twice.
+    for callbacks in ["success_callback", "failure_callback", "callbacks"] {
+        let listed = &config["litellm_settings"][callbacks];
+        assert!(
+            listed.as_sequence().is_none_or(|names| {
+                !names.iter().any(|name| {
+                    name.as_str()
+                        .is_some_and(|name| name.starts_with("langfuse"))
+                })
+            }),
+            "{callbacks}: {listed:?}"
+        );
+    }
+    assert!(litellm["environment"].get("LANGFUSE_SECRET_KEY").is_none());
     let models = config["model_list"].as_sequence().unwrap();
     assert!(
         models

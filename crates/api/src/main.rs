@@ -67,7 +67,7 @@ fn main() -> ExitCode {
 
 fn serve(settings: Settings) -> ExitCode {
     let format = settings.log_format;
-    if let Err(error) = init_logging(format, "info") {
+    if let Err(error) = init_logging(format, &settings.log_filter) {
         eprintln!("bff: {error}");
         return ExitCode::from(2);
     }

@@ -4,10 +4,11 @@
 
 use crate::error::ApiError;
 use crate::usage::{UsageRow, UsageTotals};
-use bff_telemetry::Secret;
+use bff_telemetry::{GENERATION_NAME, Secret};
 use reqwest::StatusCode;
 use serde::Serialize;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
 use url::Url;
@@ -326,6 +327,7 @@ impl Observability {
         if page_cursor.is_none() {
             let mut query = vec![
                 ("type", "GENERATION".to_owned()),
+                ("name", GENERATION_NAME.to_owned()),
                 ("limit", filter.limit.to_string()),
                 ("fields", "core,basic,time,model,usage,metrics".to_owned()),
             ];
@@ -378,6 +380,11 @@ impl Observability {
 
     /// Usage per day and model: v2 metrics, or v1 daily metrics when v2 is not served.
     /// `from`/`to` are RFC 3339 instants bounding whole days `from_day..=to_day`.
+    ///
+    /// v2 counts bff's own generations only ([`GENERATION_NAME`]), so another writer's
+    /// generation in the same trace is not counted twice, and errors are the generations at
+    /// level `ERROR`. v1's daily metrics can filter neither: they count every generation and
+    /// report errors as unknown.
     pub async fn usage(
         &self,
         (from_day, to_day): (&str, &str),
@@ -386,6 +393,7 @@ impl Observability {
     ) -> Result<(Vec<UsageRow>, &'static str), ApiError> {
         let mut filters = vec![
             json!({"column": "type", "operator": "=", "value": "GENERATION", "type": "string"}),
+            json!({"column": "name", "operator": "=", "value": GENERATION_NAME, "type": "string"}),
         ];
         if let Some(user) = user {
             filters.push(
@@ -394,7 +402,7 @@ impl Observability {
         }
         let query = json!({
             "view": "observations",
-            "dimensions": [{"field": "providedModelName"}],
+            "dimensions": [{"field": "providedModelName"}, {"field": "level"}],
             "metrics": [
                 {"measure": "count", "aggregation": "count"},
                 {"measure": "inputTokens", "aggregation": "sum"},
@@ -411,33 +419,7 @@ impl Observability {
             .langfuse_get("api/public/v2/metrics", &[("query", query.to_string())])
             .await?
         {
-            let mut rows: Vec<UsageRow> = items(&body)
-                .iter()
-                .map(|row| UsageRow {
-                    day: row
-                        .get("time_dimension")
-                        .and_then(Value::as_str)
-                        .unwrap_or(from_day)
-                        .chars()
-                        .take(10)
-                        .collect(),
-                    model: row
-                        .get("providedModelName")
-                        .and_then(Value::as_str)
-                        .unwrap_or("unknown")
-                        .to_owned(),
-                    totals: UsageTotals {
-                        requests: count(row.get("count_count")),
-                        errors: 0,
-                        input_tokens: count(row.get("sum_inputTokens")),
-                        output_tokens: count(row.get("sum_outputTokens")),
-                        total_tokens: count(row.get("sum_totalTokens")),
-                        cost_usd: row.get("sum_totalCost").and_then(number).unwrap_or(0.0),
-                    },
-                })
-                .collect();
-            rows.sort_by(|a, b| (&a.day, &a.model).cmp(&(&b.day, &b.model)));
-            return Ok((rows, "langfuse-v2"));
+            return Ok((v2_usage_rows(&body, from_day), "langfuse-v2"));
         }
         let mut query = vec![
             ("fromTimestamp", from.to_owned()),
@@ -482,7 +464,7 @@ impl Observability {
                         .to_owned(),
                     totals: UsageTotals {
                         requests: count(usage.get("countObservations")),
-                        errors: 0,
+                        errors: None,
                         input_tokens: count(usage.get("inputUsage")),
                         output_tokens: count(usage.get("outputUsage")),
                         total_tokens: count(usage.get("totalUsage")),
@@ -494,6 +476,39 @@ impl Observability {
         rows.sort_by(|a, b| (&a.day, &a.model).cmp(&(&b.day, &b.model)));
         Ok((rows, "langfuse-v1"))
     }
+}
+
+/// v2 metrics rows (one per day, model and level) merged into one row per day and model.
+fn v2_usage_rows(body: &Value, from_day: &str) -> Vec<UsageRow> {
+    let mut merged: BTreeMap<(String, String), UsageTotals> = BTreeMap::new();
+    for row in items(body) {
+        let day: String = row
+            .get("time_dimension")
+            .and_then(Value::as_str)
+            .unwrap_or(from_day)
+            .chars()
+            .take(10)
+            .collect();
+        let model = row
+            .get("providedModelName")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_owned();
+        let requests = count(row.get("count_count"));
+        let failed = row.get("level").and_then(Value::as_str) == Some("ERROR");
+        merged.entry((day, model)).or_default().add(&UsageTotals {
+            requests,
+            errors: Some(if failed { requests } else { 0 }),
+            input_tokens: count(row.get("sum_inputTokens")),
+            output_tokens: count(row.get("sum_outputTokens")),
+            total_tokens: count(row.get("sum_totalTokens")),
+            cost_usd: row.get("sum_totalCost").and_then(number).unwrap_or(0.0),
+        });
+    }
+    merged
+        .into_iter()
+        .map(|((day, model), totals)| UsageRow { day, model, totals })
+        .collect()
 }
 
 fn push(query: &mut Vec<(&'static str, String)>, key: &'static str, value: Option<&String>) {

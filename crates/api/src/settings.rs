@@ -162,6 +162,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// Log filter (`RUST_LOG`, from the environment or `.env`; default `info`).
+    pub log_filter: String,
     /// Langfuse, if configured.
     pub langfuse: Option<LangfuseSettings>,
     /// Helicone, if configured.
@@ -286,6 +288,7 @@ impl Settings {
             metrics_require_auth: boolean(&get, "METRICS_REQUIRE_AUTH")?,
             shutdown_grace: seconds(&get, "SHUTDOWN_GRACE_SECONDS", 30, 0)?,
             log_format,
+            log_filter: get("RUST_LOG").unwrap_or_else(|| "info".into()),
             langfuse,
             helicone,
             telemetry: TelemetrySettings {
@@ -493,6 +496,14 @@ mod tests {
         assert!(message.starts_with("LITELLM_URL is not set"), "{message}");
         let message = load(&BASE[1..]).unwrap_err().to_string();
         assert!(message.contains("WEBUI_SECRET_KEY_FILE"), "{message}");
+    }
+
+    #[test]
+    fn rust_log_is_read_like_every_other_setting() {
+        assert_eq!(load(&BASE).unwrap().log_filter, "info");
+        let mut pairs = BASE.to_vec();
+        pairs.push(("RUST_LOG", "warn,bff_api=debug"));
+        assert_eq!(load(&pairs).unwrap().log_filter, "warn,bff_api=debug");
     }
 
     #[test]

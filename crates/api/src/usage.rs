@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
 /// Totals of one (day, model) row.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UsageTotals {
     /// Requests.
     pub requests: u64,
-    /// Requests that failed.
-    pub errors: u64,
+    /// Requests that failed; `None` (JSON `null`) when the source cannot say (Langfuse's v1
+    /// daily metrics have no level).
+    pub errors: Option<u64>,
     /// Input tokens.
     pub input_tokens: u64,
     /// Output tokens.
@@ -23,11 +24,24 @@ pub struct UsageTotals {
     pub cost_usd: f64,
 }
 
+impl Default for UsageTotals {
+    fn default() -> Self {
+        Self {
+            requests: 0,
+            errors: Some(0),
+            input_tokens: 0,
+            output_tokens: 0,
+            total_tokens: 0,
+            cost_usd: 0.0,
+        }
+    }
+}
+
 impl UsageTotals {
-    /// Adds another row's totals to these.
+    /// Adds another row's totals to these (errors stay unknown once one row does not know).
     pub fn add(&mut self, other: &Self) {
         self.requests += other.requests;
-        self.errors += other.errors;
+        self.errors = self.errors.zip(other.errors).map(|(a, b)| a + b);
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
         self.total_tokens += other.total_tokens;
@@ -68,7 +82,7 @@ impl UsageLedger {
         let usage = record.usage.clone().unwrap_or_default();
         let totals = UsageTotals {
             requests: 1,
-            errors: u64::from(record.outcome == Outcome::Error),
+            errors: Some(u64::from(record.outcome == Outcome::Error)),
             input_tokens: usage.input.unwrap_or(0),
             output_tokens: usage.output.unwrap_or(0),
             total_tokens: usage.total.unwrap_or(0),

@@ -11,6 +11,7 @@ use crate::secret::Secret;
 use crate::sink::{ExportError, TelemetrySink};
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
+use ring::digest::{SHA1_FOR_LEGACY_USE_ONLY, digest};
 use serde_json::{Map, Value, json};
 use std::future::Future;
 use std::pin::Pin;
@@ -129,24 +130,30 @@ fn timing_point(time: UnixNanos) -> Value {
     json!({"seconds": time.0 / 1_000_000_000, "milliseconds": (time.0 / 1_000_000) % 1000})
 }
 
-/// The record's request id if it is a UUID, else a stable UUID (v4 layout) derived from it:
-/// Helicone replaces a non-UUID `Helicone-Request-Id` with a random one.
+/// bff's namespace for name-based (v5) Helicone request ids.
+const REQUEST_ID_NAMESPACE: [u8; 16] = [
+    0x6b, 0x1f, 0x2a, 0x4e, 0x90, 0x3c, 0x4d, 0x5e, 0x8a, 0x17, 0x2c, 0x61, 0x0f, 0xd3, 0x9b, 0x44,
+];
+
+/// The `Helicone-Request-Id` of a record: Helicone keeps only UUIDs of versions 1–5 and
+/// replaces anything else (bff's ids are v7) with a random one. So: the request id itself if it
+/// is such a UUID, else the RFC 4122 version-5 UUID of the request id in bff's namespace —
+/// stable across retries, replays and restarts, so a resend carries the same id, and anyone
+/// holding the request id can compute it.
 pub fn helicone_request_id(record: &LlmRecord) -> String {
     let id = record.request_id.as_str();
-    let is_uuid = id.len() == 36
-        && id.char_indices().all(|(index, c)| {
-            if matches!(index, 8 | 13 | 18 | 23) {
-                c == '-'
-            } else {
-                c.is_ascii_hexdigit()
-            }
-        });
-    if is_uuid {
+    if uuid_version(id).is_some_and(|version| (1..=5).contains(&version)) {
         return id.to_ascii_lowercase();
     }
-    let mut bytes = record.derived_id::<16>("helicone-request-id");
+    let mut input = REQUEST_ID_NAMESPACE.to_vec();
+    input.extend_from_slice(id.as_bytes());
+    let hash = digest(&SHA1_FOR_LEGACY_USE_ONLY, &input);
+    let mut bytes = [0_u8; 16];
+    for (slot, byte) in bytes.iter_mut().zip(hash.as_ref()) {
+        *slot = *byte;
+    }
     if let Some(byte) = bytes.get_mut(6) {
-        *byte = (*byte & 0x0f) | 0x40;
+        *byte = (*byte & 0x0f) | 0x50;
     }
     if let Some(byte) = bytes.get_mut(8) {
         *byte = (*byte & 0x3f) | 0x80;
@@ -160,6 +167,47 @@ pub fn helicone_request_id(record: &LlmRecord) -> String {
         hex.get(16..20).unwrap_or_default(),
         hex.get(20..32).unwrap_or_default()
     )
+}
+
+/// The version nibble of a canonical (8-4-4-4-12 hex) UUID.
+fn uuid_version(id: &str) -> Option<u32> {
+    let canonical = id.len() == 36
+        && id.char_indices().all(|(index, c)| {
+            if matches!(index, 8 | 13 | 18 | 23) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        });
+    canonical
+        .then(|| id.chars().nth(14)?.to_digit(16))
+        .flatten()
+}
+
+/// A stream as Helicone reads one (`textBody`): the SSE text of an OpenAI stream with usage —
+/// the output, the finish, a usage chunk with `choices: []`, then `[DONE]`.
+fn sse_text(record: &LlmRecord, model: &str, usage: Option<&Value>) -> String {
+    let chunk = |choices: Value, usage: Option<&Value>| {
+        let mut chunk = json!({"id": record.upstream_call_id, "object": "chat.completion.chunk",
+                               "model": model, "choices": choices});
+        if let (Some(usage), Some(fields)) = (usage, chunk.as_object_mut()) {
+            fields.insert("usage".into(), usage.clone());
+        }
+        format!("data: {chunk}\n\n")
+    };
+    let mut text = chunk(
+        json!([{"index": 0, "delta": {"role": "assistant", "content": record.output}}]),
+        None,
+    );
+    text.push_str(&chunk(
+        json!([{"index": 0, "delta": {}, "finish_reason": record.finish_reason}]),
+        None,
+    ));
+    if usage.is_some() {
+        text.push_str(&chunk(json!([]), usage));
+    }
+    text.push_str("data: [DONE]\n\n");
+    text
 }
 
 /// The async-log body for one record.
@@ -217,20 +265,11 @@ pub fn log_body(record: &LlmRecord) -> Value {
                 None,
             )
         }
-        Outcome::Ok if record.stream => {
-            // Streams: `json` is `{}` and the text goes in `textBody`, as one SSE chunk that
-            // carries the whole output and the usage, then `[DONE]`.
-            let chunk = json!({"id": record.upstream_call_id, "object": "chat.completion.chunk",
-                "model": model,
-                "choices": [{"index": 0, "delta": {"role": "assistant", "content": record.output},
-                             "finish_reason": record.finish_reason}],
-                "usage": usage});
-            (
-                200,
-                json!({}),
-                Some(format!("data: {chunk}\n\ndata: [DONE]\n\n")),
-            )
-        }
+        Outcome::Ok if record.stream => (
+            200,
+            json!({}),
+            Some(sse_text(record, model, usage.as_ref())),
+        ),
         Outcome::Ok => (
             200,
             json!({"id": record.upstream_call_id, "object": "chat.completion", "model": model,

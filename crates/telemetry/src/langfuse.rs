@@ -35,6 +35,12 @@ use std::io::Write as _;
 use std::time::Duration;
 use url::Url;
 
+/// The name of the generation observation bff writes for each request. bff is the one writer
+/// of a request's generation (usage, cost, timings); readers that sum usage filter on this name,
+/// so a generation another writer adds to the same trace (LiteLLM's own Langfuse callback, if an
+/// operator turns it on) is never counted twice.
+pub const GENERATION_NAME: &str = "bff-chat";
+
 /// Largest uncompressed export body; bigger batches are split (Langfuse rejects > ~4.5 MB).
 const MAX_EXPORT_BYTES: usize = 3 * 1024 * 1024;
 
@@ -354,7 +360,7 @@ impl LangfuseSink {
                 trace_id,
                 span_id: record.derived_id::<8>("bff-generation").to_vec(),
                 parent_span_id: root_id,
-                name: format!("chat {}", record.model_requested),
+                name: GENERATION_NAME.to_owned(),
                 kind: SpanKind::Client as i32,
                 start_time_unix_nano: record.started_at.0,
                 end_time_unix_nano: record.ended_at.0,

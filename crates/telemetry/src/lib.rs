@@ -13,7 +13,7 @@
 //!   everything: queued, exported, retried, spooled, replayed, rejected, dropped, last error.
 //! - [`TelemetrySink`]: the one trait behind [`LangfuseSink`] (OTLP/HTTP protobuf, gzip, to
 //!   `/api/public/otel/v1/traces`, or any OTLP collector) and [`HeliconeSink`] (async log).
-//! - [`init_logging`]: `tracing-subscriber` with `RUST_LOG`, JSON or pretty.
+//! - [`init_logging`]: `tracing-subscriber` with the given filter (`RUST_LOG` syntax), JSON or pretty.
 //!
 //! ## Use from another service
 //! ```no_run
@@ -48,7 +48,7 @@ mod spool;
 pub use counters::{SinkCounters, SinkStats};
 pub use error::TelemetryError;
 pub use helicone::{HeliconeConfig, HeliconeSink, helicone_request_id, log_body};
-pub use langfuse::{LangfuseConfig, LangfuseSink, basic_authorization};
+pub use langfuse::{GENERATION_NAME, LangfuseConfig, LangfuseSink, basic_authorization};
 pub use logging::{LogFormat, init_logging};
 pub use pipeline::{Pipeline, PipelineConfig};
 pub use record::{CapturePolicy, LlmRecord, Outcome, RecordError, TokenUsage, UnixNanos};

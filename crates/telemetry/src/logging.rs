@@ -25,14 +25,13 @@ impl LogFormat {
     }
 }
 
-/// Installs the global subscriber. Call once, at start-up. `default_filter` (e.g. `info`)
-/// applies when `RUST_LOG` is unset.
-pub fn init_logging(format: LogFormat, default_filter: &str) -> Result<(), TelemetryError> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(directives),
-        _ => EnvFilter::try_new(default_filter),
-    }
-    .map_err(|error| TelemetryError::Logging(format!("invalid log filter: {error}")))?;
+/// Installs the global subscriber. Call once, at start-up, with the filter directives
+/// (`EnvFilter` syntax, e.g. `info,bff_api=debug`) the service's settings chose — typically
+/// `RUST_LOG` read from the environment or a `.env` file, with a default.
+pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), TelemetryError> {
+    let filter = EnvFilter::try_new(filter).map_err(|error| {
+        TelemetryError::Logging(format!("RUST_LOG: invalid log filter: {error}"))
+    })?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let installed = match format {
         LogFormat::Json => builder

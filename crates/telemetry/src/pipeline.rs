@@ -6,6 +6,16 @@
 //!    │ queue full                               │  past the budget, or at the shutdown deadline
 //!    └──try_send──▶ overflow (bounded) ──▶ spool writer ──▶ spool (disk) ◀── replayed by the worker
 //! ```
+//! Both channels are bounded in records and in bytes (`max_queued_bytes` each). The worker
+//! replays a non-empty spool every `replay_interval` on its own, whether traffic comes or not,
+//! and after every successful live export.
+//!
+//! Delivery is **at least once**. At the shutdown deadline every record not yet acknowledged —
+//! queued, in a batch being retried, or in an export still in flight, which is abandoned — is
+//! spooled (fsync'd) for the next start; without a spool it is counted as dropped and logged. A
+//! crash, or an export that succeeded but was cut off by the deadline, can send a record again:
+//! every id a sink deduplicates on (Langfuse span ids, Helicone's request id) is derived from the
+//! record's request id, so a resend overwrites rather than adds.
 //! `record()` only clones an `Arc` into channels and bumps atomics: it never awaits, never
 //! does I/O and never takes a lock an exporter holds. A record is dropped only when the spool is
 //! disabled or full, when a sink's records waiting in memory would pass `max_queued_bytes`, or
@@ -19,7 +29,7 @@ use crate::sink::{ExportError, TelemetrySink};
 use crate::spool::Spool;
 use ring::rand::{SecureRandom, SystemRandom};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -88,6 +98,13 @@ struct ByteBudget {
 }
 
 impl ByteBudget {
+    fn new(limit: usize) -> Self {
+        Self {
+            used: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
     /// Takes `bytes` if they fit.
     fn reserve(&self, bytes: usize) -> bool {
         self.used
@@ -119,10 +136,40 @@ struct SinkHandle {
     queue: mpsc::Sender<SharedRecord>,
     overflow: mpsc::Sender<SharedRecord>,
     counters: Arc<SinkCounters>,
-    budget: Arc<ByteBudget>,
+    /// Bytes waiting in `queue`.
+    queue_budget: Arc<ByteBudget>,
+    /// Bytes waiting in `overflow` for the spool writer.
+    overflow_budget: Arc<ByteBudget>,
 }
 
 impl SinkHandle {
+    /// Queues a record; when the queue is full (in count or bytes) hands it to the spool
+    /// writer; when that backlog is full too, drops it, counted and logged.
+    fn offer(&self, record: &SharedRecord, bytes: usize) {
+        if self.queue_budget.reserve(bytes) {
+            match self.queue.try_send(Arc::clone(record)) {
+                Ok(()) => {
+                    self.counters.add(Counter::Queued, 1);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => self.queue_budget.give_back(bytes),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.queue_budget.give_back(bytes);
+                    self.counters.add(Counter::Dropped, 1);
+                    tracing::warn!(sink = %self.name, "telemetry record arrived after shutdown; dropped");
+                    return;
+                }
+            }
+        }
+        if self.overflow_budget.reserve(bytes) {
+            if self.overflow.try_send(Arc::clone(record)).is_ok() {
+                return;
+            }
+            self.overflow_budget.give_back(bytes);
+        }
+        self.drop_one("telemetry overloaded: queue and spool backlog full; record dropped");
+    }
+
     /// Counts a dropped record; logs the first and every thousandth (atomics only: no lock a
     /// worker can hold).
     fn drop_one(&self, why: &str) {
@@ -162,20 +209,19 @@ impl Pipeline {
                 None => None,
             };
             let counters = Arc::new(SinkCounters::default());
-            let budget = Arc::new(ByteBudget {
-                used: AtomicUsize::new(0),
-                limit: config.max_queued_bytes,
-            });
+            let queue_budget = Arc::new(ByteBudget::new(config.max_queued_bytes));
+            let overflow_budget = Arc::new(ByteBudget::new(config.max_queued_bytes));
             let (queue, queue_rx) = mpsc::channel(config.queue_capacity.max(1));
             let (overflow, overflow_rx) = mpsc::channel(config.overflow_capacity.max(1));
             let spooler = Spooler {
                 sink: name.clone(),
                 spool,
                 counters: Arc::clone(&counters),
-                budget: Arc::clone(&budget),
+                waiting: Arc::new(AtomicBool::new(false)),
             };
             tasks.push(tokio::spawn(run_overflow_writer(
                 overflow_rx,
+                Arc::clone(&overflow_budget),
                 spooler.clone(),
                 shutdown.subscribe(),
             )));
@@ -186,6 +232,7 @@ impl Pipeline {
                 config: Arc::clone(&config),
                 shutdown: shutdown.subscribe(),
                 last_rejection: None,
+                queue_budget: Arc::clone(&queue_budget),
             };
             tasks.push(tokio::spawn(worker.run()));
             handles.push(SinkHandle {
@@ -193,7 +240,8 @@ impl Pipeline {
                 queue,
                 overflow,
                 counters,
-                budget,
+                queue_budget,
+                overflow_budget,
             });
         }
         Ok(Self {
@@ -213,28 +261,7 @@ impl Pipeline {
         let bytes = record.approx_bytes();
         let record = Arc::new(record);
         for sink in &self.sinks {
-            if !sink.budget.reserve(bytes) {
-                sink.drop_one("telemetry overloaded: the records waiting in memory reached their byte limit; record dropped");
-                continue;
-            }
-            match sink.queue.try_send(Arc::clone(&record)) {
-                Ok(()) => {
-                    sink.counters.add(Counter::Queued, 1);
-                }
-                Err(mpsc::error::TrySendError::Full(record)) => {
-                    if sink.overflow.try_send(record).is_err() {
-                        sink.budget.give_back(bytes);
-                        sink.drop_one(
-                            "telemetry overloaded: queue and spool backlog full; record dropped",
-                        );
-                    }
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    sink.budget.give_back(bytes);
-                    sink.counters.add(Counter::Dropped, 1);
-                    tracing::warn!(sink = %sink.name, "telemetry record arrived after shutdown; dropped");
-                }
-            }
+            sink.offer(&record, bytes);
         }
     }
 
@@ -249,7 +276,7 @@ impl Pipeline {
     /// Flushes what is queued, retrying until `within` has passed; whatever is still
     /// undelivered then is spooled. Returns the final counters.
     pub async fn shutdown(&self, within: Duration) -> Vec<SinkStats> {
-        let deadline = Instant::now() + within;
+        let deadline = after(within);
         self.shutdown.send_replace(Some(deadline));
         let tasks: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
@@ -272,8 +299,9 @@ struct Spooler {
     sink: String,
     spool: Option<SharedSpool>,
     counters: Arc<SinkCounters>,
-    /// Released as records leave the in-memory channels.
-    budget: Arc<ByteBudget>,
+    /// Set when records reach the spool, cleared by a replay that empties it: while set, the
+    /// worker replays on its own timer, traffic or not.
+    waiting: Arc<AtomicBool>,
 }
 
 impl Spooler {
@@ -296,6 +324,7 @@ impl Spooler {
         .await;
         match result {
             Ok(Ok(true)) => {
+                self.waiting.store(true, Ordering::Release);
                 self.counters.add(Counter::Spooled, count);
                 tracing::warn!(sink = %self.sink, count, why, "telemetry records spooled to disk");
             }
@@ -329,6 +358,7 @@ impl Spooler {
 
 async fn run_overflow_writer(
     mut overflow: mpsc::Receiver<SharedRecord>,
+    budget: Arc<ByteBudget>,
     spooler: Spooler,
     mut shutdown: watch::Receiver<Option<Instant>>,
 ) {
@@ -338,12 +368,12 @@ async fn run_overflow_writer(
             _ = shutdown.changed() => None,
         };
         let Some(first) = first else { break };
-        spooler.budget.release(&first);
+        budget.release(&first);
         let mut batch = vec![first];
         while batch.len() < 1024 {
             match overflow.try_recv() {
                 Ok(record) => {
-                    spooler.budget.release(&record);
+                    budget.release(&record);
                     batch.push(record);
                 }
                 Err(_) => break,
@@ -354,7 +384,7 @@ async fn run_overflow_writer(
     overflow.close();
     let mut rest = Vec::new();
     while let Ok(record) = overflow.try_recv() {
-        spooler.budget.release(&record);
+        budget.release(&record);
         rest.push(record);
     }
     spooler.store(rest, "queue full at shutdown").await;
@@ -368,6 +398,8 @@ struct Worker {
     shutdown: watch::Receiver<Option<Instant>>,
     /// The last rejection reason logged, so a misconfigured sink logs one line, not one per batch.
     last_rejection: Option<String>,
+    /// Released as records leave the queue.
+    queue_budget: Arc<ByteBudget>,
 }
 
 /// What happened to one delivery attempt of a batch.
@@ -387,80 +419,80 @@ impl Worker {
     }
 
     async fn run(mut self) {
-        let mut spool_waiting = self.replay().await;
-        let mut next_replay = Instant::now() + self.config.replay_interval;
+        self.replay().await;
+        let mut next_replay = after(self.config.replay_interval);
         while self.stopping().is_none() {
+            let spool_waiting = self.spooler.waiting.load(Ordering::Acquire);
             let first = tokio::select! {
                 record = self.queue.recv() => record,
                 _ = self.shutdown.changed() => continue,
                 () = tokio::time::sleep_until(next_replay), if spool_waiting => {
-                    spool_waiting = self.replay().await;
-                    next_replay = Instant::now() + self.config.replay_interval;
+                    self.replay().await;
+                    next_replay = after(self.config.replay_interval);
                     continue;
                 }
             };
             let Some(first) = first else { break };
-            self.spooler.budget.release(&first);
-            let mut batch = vec![first];
-            let flush_at = Instant::now() + self.config.flush_interval;
-            while batch.len() < self.config.batch_size && self.stopping().is_none() {
-                tokio::select! {
-                    record = self.queue.recv() => match record {
-                        Some(record) => {
-                            self.spooler.budget.release(&record);
-                            batch.push(record);
-                        }
-                        None => break,
-                    },
-                    _ = self.shutdown.changed() => break,
-                    () = tokio::time::sleep_until(flush_at) => break,
-                }
-            }
+            let batch = self.fill_batch(first).await;
             let delivered = self.deliver(batch).await;
-            if delivered && (spool_waiting || self.spool_has_records().await) {
-                spool_waiting = self.replay().await;
-                next_replay = Instant::now() + self.config.replay_interval;
+            if delivered && self.spooler.waiting.load(Ordering::Acquire) {
+                self.replay().await;
+                next_replay = after(self.config.replay_interval);
             }
         }
         self.drain().await;
     }
 
-    /// At shutdown: flush what is queued until the deadline; spool the rest.
+    /// A batch starting with `first`: up to `batch_size` records, or what arrived within
+    /// `flush_interval`, or what there is when shutdown begins.
+    async fn fill_batch(&mut self, first: SharedRecord) -> Vec<SharedRecord> {
+        self.queue_budget.release(&first);
+        let mut batch = vec![first];
+        let flush_at = after(self.config.flush_interval);
+        while batch.len() < self.config.batch_size && self.stopping().is_none() {
+            tokio::select! {
+                record = self.queue.recv() => match record {
+                    Some(record) => {
+                        self.queue_budget.release(&record);
+                        batch.push(record);
+                    }
+                    None => break,
+                },
+                _ = self.shutdown.changed() => break,
+                () = tokio::time::sleep_until(flush_at) => break,
+            }
+        }
+        batch
+    }
+
+    /// At shutdown: flush what is queued until the deadline; spool everything not
+    /// acknowledged by then (the batch in hand included).
     async fn drain(&mut self) {
-        let deadline = self
-            .stopping()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(5));
         self.queue.close();
         let mut rest = Vec::new();
         while let Ok(record) = self.queue.try_recv() {
-            self.spooler.budget.release(&record);
+            self.queue_budget.release(&record);
             rest.push(record);
         }
-        let mut batches = rest.chunks(self.config.batch_size.max(1));
-        for batch in batches.by_ref() {
-            if Instant::now() >= deadline || !self.deliver(batch.to_vec()).await {
-                break;
+        let deadline = self.stopping().unwrap_or_else(Instant::now);
+        let batch_size = self.config.batch_size.max(1);
+        while !rest.is_empty() && Instant::now() < deadline {
+            let batch: Vec<SharedRecord> = rest.drain(..batch_size.min(rest.len())).collect();
+            if !self.deliver(batch).await {
+                break; // `deliver` spooled what it could not send
             }
         }
-        let undelivered: Vec<SharedRecord> = batches.flatten().cloned().collect();
-        self.spooler.store(undelivered, "shutdown deadline").await;
+        self.spooler.store(rest, "shutdown deadline").await;
     }
 
-    async fn spool_has_records(&self) -> bool {
-        self.spooler
-            .run_blocking(|spool| !spool.is_empty())
-            .await
-            .unwrap_or(false)
-    }
-
-    /// One export call, bounded by the shutdown deadline once shutdown has begun.
+    /// One export call, cut off at the shutdown deadline, even when shutdown begins while the
+    /// call is in flight. `None`: the deadline came first (the records count as unacknowledged).
     async fn export_once(&mut self, records: &[SharedRecord]) -> Option<Delivery> {
         let batch: Vec<&LlmRecord> = records.iter().map(AsRef::as_ref).collect();
-        let results = match self.stopping() {
-            Some(deadline) => tokio::time::timeout_at(deadline, self.sink.export(&batch))
-                .await
-                .ok()?,
-            None => self.sink.export(&batch).await,
+        let mut shutdown = self.shutdown.clone();
+        let results = tokio::select! {
+            results = self.sink.export(&batch) => results,
+            () = deadline_reached(&mut shutdown) => return None,
         };
         let mut delivery = Delivery {
             retry: Vec::new(),
@@ -520,7 +552,7 @@ impl Worker {
             );
             if self
                 .stopping()
-                .is_some_and(|deadline| Instant::now() + delay >= deadline)
+                .is_some_and(|deadline| after(delay) >= deadline)
             {
                 self.spooler.store(pending, "shutdown deadline").await;
                 return false;
@@ -536,8 +568,15 @@ impl Worker {
         }
     }
 
-    /// Replays the spool oldest first. Returns whether records are still waiting.
-    async fn replay(&mut self) -> bool {
+    /// Replays the spool oldest first; records whether records are still waiting.
+    async fn replay(&mut self) {
+        let waiting = self.replay_segments().await;
+        self.spooler.waiting.store(waiting, Ordering::Release);
+    }
+
+    /// Replays segments until the spool is empty or the sink stops taking records. Returns
+    /// whether records are still waiting.
+    async fn replay_segments(&mut self) -> bool {
         loop {
             let Some(read) = self.spooler.run_blocking(Spool::oldest).await else {
                 return false; // no spool configured
@@ -593,6 +632,29 @@ impl Worker {
     }
 }
 
+/// `now + wait`, saturating far in the future instead of overflowing.
+fn after(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+}
+
+/// Resolves at the shutdown deadline (or 5 s after the pipeline is dropped); pending until
+/// shutdown begins.
+async fn deadline_reached(shutdown: &mut watch::Receiver<Option<Instant>>) {
+    loop {
+        let deadline = *shutdown.borrow_and_update();
+        if let Some(deadline) = deadline {
+            tokio::time::sleep_until(deadline).await;
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            return;
+        }
+    }
+}
+
 /// Jittered exponential backoff: a random point in the upper half of `base · 2^(n-1)`.
 fn backoff(config: &PipelineConfig, attempt: u32) -> Duration {
     let full = config
@@ -606,4 +668,202 @@ fn backoff(config: &PipelineConfig, attempt: u32) -> Duration {
         0.5
     };
     full.mul_f64(0.5 + fraction / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pipeline's timing promises on a paused clock: no wall-clock waits, no sleeps.
+    use super::*;
+    use async_trait::async_trait;
+    use std::sync::atomic::AtomicU64;
+
+    /// A sink whose answers and speed the test sets.
+    struct Scripted {
+        up: AtomicBool,
+        delay: Duration,
+        retry_after: Option<Duration>,
+        calls: AtomicU64,
+        delivered: Mutex<Vec<String>>,
+    }
+
+    impl Scripted {
+        fn new(up: bool, delay: Duration) -> Arc<Self> {
+            Arc::new(Self {
+                up: AtomicBool::new(up),
+                delay,
+                retry_after: None,
+                calls: AtomicU64::new(0),
+                delivered: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn delivered(&self) -> Vec<String> {
+            self.delivered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        }
+    }
+
+    #[async_trait]
+    impl TelemetrySink for Scripted {
+        fn name(&self) -> &str {
+            "scripted"
+        }
+
+        async fn export(&self, batch: &[&LlmRecord]) -> Vec<Result<(), ExportError>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            if !self.up.load(Ordering::SeqCst) {
+                let error = ExportError::Retryable {
+                    reason: "down".into(),
+                    retry_after: self.retry_after,
+                };
+                return vec![Err(error); batch.len()];
+            }
+            let mut delivered = self
+                .delivered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            delivered.extend(batch.iter().map(|record| record.request_id.clone()));
+            vec![Ok(()); batch.len()]
+        }
+    }
+
+    fn record(id: &str) -> LlmRecord {
+        LlmRecord::new("ab".repeat(16), id, "/v1/chat/completions", "m")
+    }
+
+    fn config(spool: Option<PathBuf>) -> PipelineConfig {
+        PipelineConfig {
+            batch_size: 10,
+            flush_interval: Duration::from_millis(20),
+            max_attempts: 2,
+            backoff_base: Duration::from_millis(10),
+            backoff_max: Duration::from_secs(1),
+            replay_interval: Duration::from_secs(15),
+            spool_dir: spool,
+            ..PipelineConfig::default()
+        }
+    }
+
+    fn spool_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("bff-pipeline-unit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// Lets every task run until none can move without time passing.
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_export_in_flight_at_the_deadline_is_abandoned_and_its_batch_spooled() {
+        let dir = spool_dir("in-flight");
+        let slow = Scripted::new(true, Duration::from_secs(600));
+        let pipeline = Pipeline::start(config(Some(dir.clone())), vec![slow.clone()]).unwrap();
+        for n in 0..5 {
+            pipeline.record(record(&format!("req-{n}")));
+        }
+        // The batch leaves after the flush interval, and its export starts before shutdown.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(slow.calls.load(Ordering::SeqCst), 1);
+        let started = Instant::now();
+        let stats = pipeline.shutdown(Duration::from_secs(3)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            (stats[0].spooled, stats[0].dropped, stats[0].exported),
+            (5, 0, 0),
+            "{stats:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_spool_what_the_deadline_cuts_off_is_counted_as_dropped() {
+        let slow = Scripted::new(true, Duration::from_secs(600));
+        let pipeline = Pipeline::start(config(None), vec![slow.clone()]).unwrap();
+        for n in 0..5 {
+            pipeline.record(record(&format!("req-{n}")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stats = pipeline.shutdown(Duration::from_secs(1)).await;
+        assert_eq!((stats[0].dropped, stats[0].exported), (5, 0), "{stats:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_deadline_loses_nothing_that_was_queued() {
+        let dir = spool_dir("zero-deadline");
+        let sink = Scripted::new(true, Duration::from_millis(5));
+        let pipeline = Pipeline::start(config(Some(dir.clone())), vec![sink.clone()]).unwrap();
+        for n in 0..35 {
+            pipeline.record(record(&format!("req-{n}")));
+        }
+        let stats = pipeline.shutdown(Duration::ZERO).await;
+        let stats = &stats[0];
+        assert_eq!(stats.dropped, 0, "{stats:?}");
+        assert_eq!(stats.exported + stats.spooled, 35, "{stats:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spooled_records_leave_on_the_replay_timer_without_new_traffic() {
+        let dir = spool_dir("idle-replay");
+        let sink = Scripted::new(false, Duration::ZERO);
+        let pipeline = Pipeline::start(config(Some(dir.clone())), vec![sink.clone()]).unwrap();
+        for n in 0..20 {
+            pipeline.record(record(&format!("req-{n}")));
+        }
+        // Two failed attempts, then spooled.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        settle().await;
+        assert_eq!(pipeline.stats()[0].spooled, 20, "{:?}", pipeline.stats());
+        sink.up.store(true, Ordering::SeqCst);
+        // No new record: only the timer can move them.
+        tokio::time::sleep(Duration::from_secs(16)).await;
+        settle().await;
+        assert_eq!(sink.delivered().len(), 20, "{:?}", pipeline.stats());
+        assert_eq!(pipeline.stats()[0].replayed, 20);
+        pipeline.shutdown(Duration::from_secs(1)).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_retry_after_waits_at_most_backoff_max_and_the_worker_lives_on() {
+        let sink = Arc::new(Scripted {
+            retry_after: Some(Duration::from_secs(86_400)),
+            ..Arc::into_inner(Scripted::new(false, Duration::ZERO)).unwrap()
+        });
+        let pipeline = Pipeline::start(config(None), vec![sink.clone()]).unwrap();
+        pipeline.record(record("req-1"));
+        // First attempt, then a wait capped at backoff_max (1 s), then the second attempt.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        settle().await;
+        assert_eq!(sink.calls.load(Ordering::SeqCst), 2);
+        sink.up.store(true, Ordering::SeqCst);
+        pipeline.record(record("req-2"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        settle().await;
+        assert_eq!(sink.delivered(), ["req-2"], "the worker still runs");
+    }
+
+    #[test]
+    fn the_byte_budget_refuses_what_does_not_fit_and_takes_back_what_leaves() {
+        let budget = ByteBudget::new(100);
+        assert!(budget.reserve(60));
+        assert!(!budget.reserve(41));
+        assert!(budget.reserve(40));
+        budget.give_back(60);
+        assert!(budget.reserve(60));
+        budget.give_back(1000); // never below zero
+        assert_eq!(budget.used.load(Ordering::SeqCst), 0);
+    }
 }

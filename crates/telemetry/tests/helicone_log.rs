@@ -9,8 +9,8 @@
 mod support;
 
 use bff_telemetry::{
-    HeliconeConfig, HeliconeSink, LlmRecord, Outcome, Pipeline, RecordError, Secret, TokenUsage,
-    UnixNanos, helicone_request_id,
+    ExportError, HeliconeConfig, HeliconeSink, LlmRecord, Outcome, Pipeline, RecordError, Secret,
+    TelemetrySink, TokenUsage, UnixNanos, helicone_request_id,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -164,13 +164,55 @@ async fn one_post_per_record_with_the_contract_body() {
         text.contains("\"content\":\"hello\"") && text.contains("\"total_tokens\":12"),
         "{text}"
     );
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 4, "content, finish, usage, [DONE]: {text}");
+    let usage: Value = serde_json::from_str(events[2].strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["total_tokens"], 12);
     // A non-UUID request id becomes a stable UUID.
     let id = streamed["providerRequest"]["meta"]["Helicone-Request-Id"]
         .as_str()
         .unwrap();
     assert_eq!(id, helicone_request_id(&chat_record("req-stream-1", true)));
     assert_eq!(id.len(), 36);
-    assert_eq!(&id[14..15], "4");
+    assert_eq!(&id[14..15], "5");
+}
+
+#[test]
+fn helicone_request_ids_are_uuids_it_keeps_and_stable_across_resends() {
+    // bff's request ids are UUID v7, which Helicone would replace: they map to a v5.
+    let v7 = "019ac3b2-7f3e-7c41-9d2a-3f5b6e7d8c9a";
+    let id = helicone_request_id(&chat_record(v7, false));
+    assert_ne!(id, v7);
+    assert_eq!(&id[14..15], "5");
+    assert_eq!(
+        &id[19..20].chars().next().unwrap().to_digit(16).unwrap() & 0b1100,
+        0b1000
+    );
+    assert_eq!(id, helicone_request_id(&chat_record(v7, true)), "stable");
+    assert_ne!(
+        id,
+        helicone_request_id(&chat_record("019ac3b2-7f3e-7c41-9d2a-3f5b6e7d8c9b", false))
+    );
+    // A v4 is kept as it is.
+    let v4 = "0af76519-16cd-43dd-8448-eb211c80319c";
+    assert_eq!(helicone_request_id(&chat_record(v4, false)), v4);
+}
+
+#[tokio::test]
+async fn a_huge_retry_after_is_clamped_not_a_panic() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1e12"))
+        .mount(&server)
+        .await;
+    let results = sink(&server).export(&[&chat_record("req-1", false)]).await;
+    match &results[0] {
+        Err(ExportError::Retryable { retry_after, .. }) => {
+            assert_eq!(*retry_after, Some(Duration::from_secs(86_400)));
+        }
+        other => panic!("expected a retryable error, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -195,15 +195,17 @@ async fn a_slow_sink_does_not_delay_another() {
 }
 
 #[tokio::test]
-async fn memory_waiting_for_a_sink_is_bounded_in_bytes_and_captures_are_cut() {
+async fn memory_waiting_for_a_sink_is_bounded_in_bytes_and_overflows_to_the_spool() {
+    let dir = temp_dir("byte-bound");
     let stuck = FakeSink::slow("stuck", true, Duration::from_secs(60));
     let config = PipelineConfig {
         max_capture_bytes: 10 << 10,
         max_queued_bytes: 100 << 10,
-        ..fast_config(None)
+        ..fast_config(Some(dir.clone()))
     };
     let pipeline = Pipeline::start(config, vec![stuck.clone()]).unwrap();
-    // `record()` never yields, so the worker takes nothing off the queue meanwhile.
+    // `record()` never yields, so neither the worker nor the spool writer takes anything
+    // off their channels meanwhile: only the byte bounds hold the burst.
     for n in 0..100 {
         let mut big = record(&format!("req-{n}"));
         big.output = Some("x".repeat(1 << 20));
@@ -211,7 +213,48 @@ async fn memory_waiting_for_a_sink_is_bounded_in_bytes_and_captures_are_cut() {
         pipeline.record(big);
     }
     let stats = pipeline.stats();
-    // Each record holds at most 2 × 10 KiB of capture plus 1 KiB: 100 KiB fit about 4.
+    // Each record holds at most 2 × 10 KiB of capture plus 1 KiB: 100 KiB hold about 4.
     assert!(stats[0].queued <= 5, "{stats:?}");
-    assert_eq!(stats[0].queued + stats[0].dropped, 100, "{stats:?}");
+    assert!(stats[0].dropped >= 90, "{stats:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let stats = &pipeline.stats()[0];
+            stats.spooled >= 1 && stats.queued + stats.spooled + stats.dropped == 100
+        })
+        .await,
+        "{:?}",
+        pipeline.stats()
+    );
+    // What reached the disk was cut to the capture limit.
+    assert!(spooled_lines(&dir, "stuck") >= 1);
+    let spooled_bytes: u64 = std::fs::read_dir(dir.join("stuck"))
+        .unwrap()
+        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(spooled_bytes < 200 << 10, "{spooled_bytes}");
+}
+
+#[tokio::test]
+async fn a_torn_last_spool_line_costs_that_line_only() {
+    let dir = temp_dir("torn-tail");
+    let folder = dir.join("sink");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut text = String::new();
+    for id in ids(0..3) {
+        text.push_str(&serde_json::to_string(&record(&id)).unwrap());
+        text.push('\n');
+    }
+    text.push_str("{\"trace_id\":\"0af7651916cd43dd8448eb21"); // a crash mid-write
+    std::fs::write(folder.join(format!("{:020}.jsonl", 0)), text).unwrap();
+    let sink = FakeSink::new("sink", true);
+    let pipeline = Pipeline::start(fast_config(Some(dir.clone())), vec![sink.clone()]).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || sink.delivered_ids().len() == 3).await,
+        "{:?}",
+        pipeline.stats()
+    );
+    let stats = pipeline.shutdown(Duration::from_secs(1)).await;
+    assert_eq!((stats[0].replayed, stats[0].dropped), (3, 1), "{stats:?}");
+    assert_exactly_once(&sink.delivered_ids(), &ids(0..3));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

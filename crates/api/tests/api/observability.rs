@@ -1,7 +1,9 @@
 //! `/observability/*`: scoping by role, Langfuse v2 with v1 fallback, stable shapes, failures.
 
 use crate::helpers::*;
+use flate2::read::GzDecoder;
 use serde_json::{Value, json};
+use std::io::Read as _;
 use wiremock::matchers::{header, path, query_param};
 use wiremock::{Mock, ResponseTemplate};
 
@@ -218,6 +220,224 @@ async fn usage_from_v2_metrics_with_string_counts_then_v1_daily_fallback() {
     assert_eq!(report["source"], "langfuse-v1");
     assert_eq!(report["totals"]["total_tokens"], 30);
     assert_eq!(report["rows"][0]["day"], "2026-01-02");
+    assert_eq!(
+        report["rows"][0]["errors"],
+        Value::Null,
+        "v1 daily metrics cannot tell errors"
+    );
+}
+
+#[tokio::test]
+async fn v2_usage_counts_bffs_generations_and_their_errors() {
+    let app = spawn_app().await;
+    Mock::given(path("/api/public/v2/metrics"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [
+            {"providedModelName": "fake-gpt", "level": "DEFAULT", "time_dimension": "2026-01-01T00:00:00.000Z",
+             "count_count": "40", "sum_inputTokens": 800, "sum_outputTokens": 600, "sum_totalTokens": 1400, "sum_totalCost": 0.01},
+            {"providedModelName": "fake-gpt", "level": "ERROR", "time_dimension": "2026-01-01T00:00:00.000Z",
+             "count_count": "2", "sum_inputTokens": 100, "sum_outputTokens": 100, "sum_totalTokens": 200, "sum_totalCost": 0.0023}]})))
+        .mount(&app.langfuse)
+        .await;
+    let bob = app.user("bob", "user").await;
+    let report: Value = app
+        .get(
+            "/observability/usage?from=2026-01-01&to=2026-01-01",
+            Some(&bob),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["rows"].as_array().unwrap().len(), 1, "{report}");
+    let row = &report["rows"][0];
+    assert_eq!(
+        (row["requests"].as_u64(), row["errors"].as_u64()),
+        (Some(42), Some(2))
+    );
+    assert_eq!(row["input_tokens"], 900);
+    let asked = received(&app.langfuse, "/api/public/v2/metrics", 1).await;
+    let query = asked[0]
+        .url
+        .query_pairs()
+        .find(|(k, _)| k == "query")
+        .unwrap()
+        .1
+        .into_owned();
+    let query: Value = serde_json::from_str(&query).unwrap();
+    assert!(
+        query["filters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["column"] == "name" && f["value"] == bff_telemetry::GENERATION_NAME),
+        "{query}"
+    );
+}
+
+#[tokio::test]
+async fn litellms_generation_in_the_same_trace_is_not_counted_twice() {
+    let app = spawn_app().await;
+    app.litellm_chat().await;
+    Mock::given(path("/api/public/otel/v1/traces"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&app.langfuse)
+        .await;
+    // bff's request joins the trace LiteLLM's recorded export belongs to (a service caller's
+    // traceparent is adopted), so both writers' generations land in one trace.
+    let response = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(SERVICE_KEY)
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
+        .json(&chat_body("fake-gpt", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let export = &received(&app.langfuse, "/api/public/otel/v1/traces", 1).await[0];
+    let mut bff_export = Vec::new();
+    GzDecoder::new(export.body.as_slice())
+        .read_to_end(&mut bff_export)
+        .unwrap();
+    let litellm_export = include_bytes!("../fixtures/litellm-1.108.7-langfuse-otlp.bin");
+    let mut store = langfuse_store::Store::default();
+    store.ingest(&bff_export);
+    store.ingest(litellm_export);
+    assert_eq!(store.generations_in("0af7651916cd43dd8448eb211c80319c"), 2);
+
+    // Langfuse answers bff's usage query from everything it stored, with the query's filters.
+    Mock::given(path("/api/public/v2/metrics"))
+        .respond_with(store)
+        .mount(&app.langfuse)
+        .await;
+    let admin = app.user("alice", "admin").await;
+    let today = bff_api::usage::day_of(bff_telemetry::UnixNanos::now());
+    let report: Value = app
+        .get(
+            &format!("/observability/usage?from={today}&to={today}"),
+            Some(&admin),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    // bff's generation only: LiteLLM's recorded one (10 in, 20 out) is in the trace too.
+    assert_eq!(report["totals"]["input_tokens"], 9, "{report}");
+    assert_eq!(report["totals"]["output_tokens"], 7, "{report}");
+    assert_eq!(report["totals"]["requests"], 1, "{report}");
+}
+
+/// Just enough of Langfuse to hold OTLP exports and answer a v2 metrics query over them.
+mod langfuse_store {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use prost::Message as _;
+    use serde_json::{Value, json};
+    use wiremock::{Request, Respond, ResponseTemplate};
+
+    /// One observation as Langfuse keeps it.
+    #[derive(Debug, Clone)]
+    struct Observation {
+        trace_id: String,
+        name: String,
+        kind: String,
+        level: String,
+        user_id: Option<String>,
+        model: String,
+        usage: Value,
+    }
+
+    #[derive(Default, Clone)]
+    pub struct Store(Vec<Observation>);
+
+    impl Store {
+        pub fn ingest(&mut self, protobuf: &[u8]) {
+            let request = ExportTraceServiceRequest::decode(protobuf).unwrap();
+            let spans = request
+                .resource_spans
+                .iter()
+                .flat_map(|resource| &resource.scope_spans)
+                .flat_map(|scope| &scope.spans);
+            for span in spans {
+                let attribute = |key: &str| {
+                    span.attributes
+                        .iter()
+                        .find(|kv| kv.key == key)
+                        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                            Any::StringValue(text) => Some(text.clone()),
+                            _ => None,
+                        })
+                };
+                let trace_id: String = span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+                self.0.push(Observation {
+                    trace_id,
+                    name: span.name.clone(),
+                    kind: attribute("langfuse.observation.type")
+                        .unwrap_or_default()
+                        .to_uppercase(),
+                    level: attribute("langfuse.observation.level").unwrap_or("DEFAULT".into()),
+                    user_id: attribute("user.id"),
+                    model: attribute("langfuse.observation.model.name").unwrap_or_default(),
+                    usage: attribute("langfuse.observation.usage_details")
+                        .and_then(|text| serde_json::from_str(&text).ok())
+                        .unwrap_or(Value::Null),
+                });
+            }
+        }
+
+        pub fn generations_in(&self, trace_id: &str) -> usize {
+            self.0
+                .iter()
+                .filter(|o| o.trace_id == trace_id && o.kind == "GENERATION")
+                .count()
+        }
+
+        fn matches(observation: &Observation, filter: &Value) -> bool {
+            let wanted = filter["value"].as_str().unwrap_or_default();
+            match filter["column"].as_str().unwrap_or_default() {
+                "type" => observation.kind == wanted,
+                "name" => observation.name == wanted,
+                "level" => observation.level == wanted,
+                "userId" => observation.user_id.as_deref() == Some(wanted),
+                other => panic!("the stand-in does not know the filter column {other}"),
+            }
+        }
+    }
+
+    impl Respond for Store {
+        fn respond(&self, request: &Request) -> ResponseTemplate {
+            let query = request
+                .url
+                .query_pairs()
+                .find(|(k, _)| k == "query")
+                .unwrap()
+                .1;
+            let query: Value = serde_json::from_str(&query).unwrap();
+            let filters = query["filters"].as_array().cloned().unwrap_or_default();
+            let picked: Vec<&Observation> = self
+                .0
+                .iter()
+                .filter(|o| filters.iter().all(|f| Self::matches(o, f)))
+                .collect();
+            let sum =
+                |key: &str| -> u64 { picked.iter().filter_map(|o| o.usage[key].as_u64()).sum() };
+            let day = query["fromTimestamp"].as_str().unwrap_or_default();
+            let rows = if picked.is_empty() {
+                vec![]
+            } else {
+                vec![
+                    json!({"providedModelName": picked[0].model, "level": "DEFAULT",
+                    "time_dimension": day, "count_count": picked.len().to_string(),
+                    "sum_inputTokens": sum("input"), "sum_outputTokens": sum("output"),
+                    "sum_totalTokens": sum("total"), "sum_totalCost": 0.0}),
+                ]
+            };
+            ResponseTemplate::new(200).set_body_json(json!({"data": rows}))
+        }
+    }
 }
 
 #[tokio::test]
