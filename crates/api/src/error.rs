@@ -7,6 +7,7 @@
 //! exceeded"); 5xx and dependency failures say only what failed, and the detail goes to the log
 //! under the same request id.
 
+use crate::quota::QuotaError;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
@@ -36,6 +37,9 @@ pub enum ApiError {
     /// A chat parameter breaks its documented type.
     #[error("invalid parameter {0}")]
     InvalidParameter(#[from] InvalidParameter),
+    /// A usage limit refused the request (429), or could not be checked (503).
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
     /// The body is not declared as JSON.
     #[error("send the request body as JSON with `Content-Type: application/json`")]
     UnsupportedMediaType,
@@ -102,6 +106,20 @@ impl ApiError {
                 code: "invalid_value",
                 param: Some(error.param.as_str().into()),
             },
+            Self::Quota(error) => ErrorParts {
+                message: error.to_string().into(),
+                error_type: match error {
+                    QuotaError::RateLimited { .. } => "rate_limit_error",
+                    QuotaError::BudgetSpent { .. } => "insufficient_quota",
+                    QuotaError::Unavailable(_) => "service_unavailable_error",
+                },
+                code: match error {
+                    QuotaError::RateLimited { .. } => "rate_limit_exceeded",
+                    QuotaError::BudgetSpent { .. } => "insufficient_quota",
+                    QuotaError::Unavailable(_) => "quota_unavailable",
+                },
+                param: None,
+            },
             Self::UnsupportedMediaType => ErrorParts {
                 message: self.to_string().into(),
                 error_type: "invalid_request_error",
@@ -130,6 +148,10 @@ impl ApiError {
                 kind: ErrorKind::RateLimited { retry_after, .. },
                 ..
             }) => Some(retry_after.unwrap_or(Duration::from_secs(1))),
+            Self::Quota(
+                QuotaError::RateLimited { retry_after, .. }
+                | QuotaError::BudgetSpent { retry_after, .. },
+            ) => Some(*retry_after),
             _ => None,
         }
     }
@@ -206,6 +228,8 @@ impl ResponseError for ApiError {
             },
             Self::BadRequest { .. } | Self::InvalidParameter(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Quota(QuotaError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Dependency { .. } => StatusCode::BAD_GATEWAY,
             Self::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
         }

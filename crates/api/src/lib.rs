@@ -11,6 +11,7 @@ pub mod context;
 pub mod error;
 pub mod metrics;
 pub mod observability;
+pub mod quota;
 pub mod routes;
 pub mod settings;
 pub mod state;
@@ -19,6 +20,9 @@ pub mod usage;
 use crate::context::{PUBLIC_ROUTES, request_context};
 use crate::metrics::Metrics;
 use crate::observability::Observability;
+use crate::quota::local::{LocalCounters, run_writer};
+use crate::quota::redis::RedisCounters;
+use crate::quota::{BackendError, Clock, Counters, Quota, SystemClock};
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::usage::UsageLedger;
@@ -54,6 +58,9 @@ pub enum StartupError {
     /// An HTTP client could not be built.
     #[error("cannot build an HTTP client: {0}")]
     Http(String),
+    /// The quota counters cannot be used.
+    #[error("QUOTA_REDIS_URL / QUOTA_STORE_PATH: {0}")]
+    Quota(BackendError),
 }
 
 /// A built, bound, not yet running bff.
@@ -62,6 +69,7 @@ pub struct Application {
     port: u16,
     telemetry: Arc<Pipeline>,
     telemetry_deadline: Duration,
+    quota: Arc<Quota>,
 }
 
 impl Application {
@@ -105,11 +113,14 @@ impl Application {
                 .map(|helicone| (helicone.api_url.clone(), helicone.api_key.clone())),
         )
         .map_err(|error| StartupError::Http(error.to_string()))?;
+        let metrics = Arc::new(Metrics::default());
+        let quota = build_quota(&settings, Arc::clone(&metrics))?;
         let state = web::Data::new(AppState {
             litellm,
             gate,
             telemetry: Arc::clone(&telemetry),
-            metrics: Metrics::default(),
+            metrics,
+            quota: Arc::clone(&quota),
             usage: UsageLedger::default(),
             observability,
             request_timeout: settings.request_timeout,
@@ -155,6 +166,7 @@ impl Application {
             port,
             telemetry,
             telemetry_deadline: settings.telemetry.shutdown_deadline,
+            quota,
         })
     }
 
@@ -168,6 +180,7 @@ impl Application {
     /// `TELEMETRY_SHUTDOWN_SECONDS` (spooling what is left).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
+        self.quota.flush().await;
         tracing::info!("server stopped; flushing telemetry");
         let stats = self.telemetry.shutdown(self.telemetry_deadline).await;
         for sink in stats {
@@ -175,6 +188,33 @@ impl Application {
         }
         served
     }
+}
+
+/// The quota engine: counters in Redis, or in process with spend kept in a file.
+fn build_quota(settings: &Settings, metrics: Arc<Metrics>) -> Result<Arc<Quota>, StartupError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let counters: Arc<dyn Counters> = match (&settings.quota.redis_url, &settings.quota.store_path)
+    {
+        (Some(url), _) => Arc::new(
+            RedisCounters::new(url.expose(), settings.quota.redis_timeout)
+                .map_err(StartupError::Quota)?,
+        ),
+        (None, Some(path)) => {
+            let local = Arc::new(LocalCounters::persistent(path).map_err(StartupError::Quota)?);
+            tokio::spawn(run_writer(Arc::downgrade(&local), Arc::clone(&clock)));
+            local
+        }
+        (None, None) => Arc::new(LocalCounters::in_memory()),
+    };
+    // A slot is held at most as long as a request may run, plus a margin.
+    let lease = settings.request_timeout + Duration::from_secs(60);
+    Ok(Arc::new(Quota::new(
+        counters,
+        clock,
+        settings.quota.fail_mode,
+        lease,
+        metrics,
+    )))
 }
 
 fn pipeline_config(settings: &Settings) -> PipelineConfig {

@@ -8,6 +8,9 @@
 //! | `bff_time_to_first_token_seconds` | histogram | `model` (streams) |
 //! | `bff_upstream_errors_total` | counter | `kind` (`rate_limited`, `upstream_timeout`, …) |
 //! | `bff_auth_failures_total` | counter | `reason` (`token_expired`, `permission_denied`, …) |
+//! | `bff_quota_refusals_total` | counter | `kind` (`requests`, `tokens`, `concurrency`, `daily_budget`, `monthly_budget`, `unavailable`) |
+//! | `bff_quota_backend_seconds` | histogram | `op` (`admit`) — time the quota counters took |
+//! | `bff_quota_backend_errors_total` | counter | `op` (`admit`, `settle`) |
 //! | `bff_telemetry_records_total` | counter | `sink`, `state` (`queued`, `exported`, `retried`, `spooled`, `replayed`, `rejected`, `dropped`) |
 
 //!
@@ -216,6 +219,9 @@ pub struct Metrics {
     time_to_first_token: HistogramFamily,
     upstream_errors: CounterFamily,
     auth_failures: CounterFamily,
+    quota_refusals: CounterFamily,
+    quota_backend: HistogramFamily,
+    quota_backend_errors: CounterFamily,
 }
 
 impl Default for Metrics {
@@ -254,6 +260,22 @@ impl Default for Metrics {
                 "Requests refused by authentication or authorization, by reason.",
                 &["reason"],
             ),
+            quota_refusals: CounterFamily::new(
+                "bff_quota_refusals_total",
+                "Requests refused by a usage limit, by kind.",
+                &["kind"],
+            ),
+            quota_backend: HistogramFamily::new(
+                "bff_quota_backend_seconds",
+                "Time the quota counters (in process or Redis) took per admission.",
+                "op",
+                &OVERHEAD_BUCKETS,
+            ),
+            quota_backend_errors: CounterFamily::new(
+                "bff_quota_backend_errors_total",
+                "Quota counter calls that failed (unreachable or slow), by operation.",
+                &["op"],
+            ),
         }
     }
 }
@@ -288,6 +310,19 @@ impl Metrics {
         self.auth_failures.add(&[reason], 1);
     }
 
+    /// A quota admission: how long the counters took and, if refused, why.
+    pub fn quota_admission(&self, took: Duration, refused: Option<&str>) {
+        self.quota_backend.observe("admit", took);
+        if let Some(kind) = refused {
+            self.quota_refusals.add(&[kind], 1);
+        }
+    }
+
+    /// A quota counter call that failed (`admit` or `settle`).
+    pub fn quota_backend_error(&self, op: &'static str) {
+        self.quota_backend_errors.add(&[op], 1);
+    }
+
     /// The exposition text, with the telemetry sinks' counters.
     pub fn render(&self, telemetry: &[SinkStats]) -> String {
         let mut out = String::new();
@@ -297,6 +332,9 @@ impl Metrics {
         self.time_to_first_token.render(&mut out);
         self.upstream_errors.render(&mut out);
         self.auth_failures.render(&mut out);
+        self.quota_refusals.render(&mut out);
+        self.quota_backend.render(&mut out);
+        self.quota_backend_errors.render(&mut out);
         let _ = writeln!(
             out,
             "# HELP bff_telemetry_records_total Telemetry records per sink and state.\n# TYPE bff_telemetry_records_total counter"

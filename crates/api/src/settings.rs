@@ -1,6 +1,7 @@
 //! One typed settings struct, loaded once at start from the environment and a `.env` file,
 //! validated before the server binds. Every problem is a sentence naming the variable.
 
+use crate::quota::FailMode;
 use bff_auth::{AuthSettings, ConfigError};
 use bff_providers::ApiKey;
 use bff_telemetry::{CapturePolicy, LogFormat, Secret};
@@ -13,7 +14,7 @@ use std::time::Duration;
 use url::Url;
 
 /// Every variable bff reads (its own and bff-auth's); `.env.example` must document them all.
-pub const ENV_VARIABLES: [&str; 32] = [
+pub const ENV_VARIABLES: [&str; 36] = [
     "BFF_BIND",
     "LITELLM_URL",
     "LITELLM_API_KEY",
@@ -42,6 +43,10 @@ pub const ENV_VARIABLES: [&str; 32] = [
     "TELEMETRY_CAPTURE",
     "TELEMETRY_MAX_CAPTURE_BYTES",
     "TELEMETRY_SHUTDOWN_SECONDS",
+    "QUOTA_REDIS_URL",
+    "QUOTA_FAIL_MODE",
+    "QUOTA_REDIS_TIMEOUT_MS",
+    "QUOTA_STORE_PATH",
     // Read by `.env` discovery and the auth settings (listed in bff_auth::ENV_VARIABLES too).
     "BFF_ENV_FILE",
     "WEBUI_SECRET_KEY",
@@ -170,6 +175,21 @@ pub struct Settings {
     pub helicone: Option<HeliconeSettings>,
     /// Telemetry pipeline.
     pub telemetry: TelemetrySettings,
+    /// Quota counters.
+    pub quota: QuotaSettings,
+}
+
+/// Where quota counters live and what happens when they cannot be reached.
+#[derive(Debug, Clone)]
+pub struct QuotaSettings {
+    /// Redis URL: counters shared by every replica. `None`: in process.
+    pub redis_url: Option<Secret>,
+    /// Refuse (closed) or admit uncounted (open) when the counters cannot be reached.
+    pub fail_mode: FailMode,
+    /// Longest wait for Redis per call.
+    pub redis_timeout: Duration,
+    /// Where in-process spend is kept across restarts; `None` (`off`): memory only.
+    pub store_path: Option<PathBuf>,
 }
 
 impl Settings {
@@ -251,6 +271,30 @@ impl Settings {
                 reason: format!("expected `full` or `metadata-only`, got `{value}`"),
             })?,
         };
+        let quota = QuotaSettings {
+            redis_url: get("QUOTA_REDIS_URL").map(Secret::new),
+            fail_mode: match get("QUOTA_FAIL_MODE").as_deref().map(str::trim) {
+                None | Some("closed") => FailMode::Closed,
+                Some("open") => FailMode::Open,
+                Some(other) => {
+                    return Err(SettingsError::Invalid {
+                        variable: "QUOTA_FAIL_MODE",
+                        reason: format!("expected `closed` or `open`, got `{other}`"),
+                    });
+                }
+            },
+            redis_timeout: Duration::from_millis(number(
+                &get,
+                "QUOTA_REDIS_TIMEOUT_MS",
+                250,
+                1..=60_000,
+            )?),
+            store_path: match get("QUOTA_STORE_PATH") {
+                Some(path) if path.trim() == "off" => None,
+                Some(path) => Some(PathBuf::from(path)),
+                None => Some(PathBuf::from("data/quota.redb")),
+            },
+        };
         let log_format = match get("LOG_FORMAT") {
             None => LogFormat::Json,
             Some(value) => LogFormat::parse(&value).ok_or_else(|| SettingsError::Invalid {
@@ -312,6 +356,7 @@ impl Settings {
                 .unwrap_or(64 << 10),
                 shutdown_deadline: seconds(&get, "TELEMETRY_SHUTDOWN_SECONDS", 10, 0)?,
             },
+            quota,
         })
     }
 
@@ -338,7 +383,7 @@ impl fmt::Display for Settings {
         }
         write!(
             f,
-            "bind={} litellm={} litellm_key=*** openwebui={} policy={} service_keys=[{}] forwarded_jwt={} forwarded_headers={} sinks=[{}] spool={} capture={:?} metrics_auth={} cors=[{}] max_body_bytes={}",
+            "bind={} litellm={} litellm_key=*** openwebui={} policy={} service_keys=[{}] forwarded_jwt={} forwarded_headers={} sinks=[{}] spool={} capture={:?} metrics_auth={} cors=[{}] max_body_bytes={} quota={}",
             self.bind,
             self.litellm.url,
             self.auth
@@ -367,6 +412,11 @@ impl fmt::Display for Settings {
             self.metrics_require_auth,
             self.cors_allowed_origins.join(","),
             self.max_body_bytes,
+            match (&self.quota.redis_url, &self.quota.store_path) {
+                (Some(_), _) => format!("redis(***,{:?})", self.quota.fail_mode),
+                (None, Some(path)) => format!("local({})", path.display()),
+                (None, None) => "local(memory)".to_owned(),
+            },
         )
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::metrics::Metrics;
 use crate::observability::Observability;
+use crate::quota::Quota;
 use crate::usage::UsageLedger;
 use bff_auth::Gate;
 use bff_providers::LiteLlm;
@@ -17,8 +18,10 @@ pub struct AppState {
     pub gate: Gate,
     /// The telemetry pipeline.
     pub telemetry: Arc<Pipeline>,
-    /// Prometheus metrics.
-    pub metrics: Metrics,
+    /// Prometheus metrics (shared with the quota engine).
+    pub metrics: Arc<Metrics>,
+    /// Usage limits.
+    pub quota: Arc<Quota>,
     /// Usage since start, for `/observability/usage` without Langfuse.
     pub usage: UsageLedger,
     /// Readers of the observability backends.

@@ -23,6 +23,7 @@
 
 use crate::error::AuthError;
 use crate::identity::Identity;
+use crate::limits::{Limits, QuotaLimits, RoleLimitsFile, UserFile};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -109,20 +110,26 @@ pub const NEVER_ALLOWED_PARAMS: [&str; 9] = [
 ];
 
 /// What one role may do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 struct RoleGrant {
     permissions: BTreeSet<Permission>,
     /// `None`: every model. `Some`: only models matching one of these patterns.
     models: Option<Vec<String>>,
     /// Body fields beyond the OpenAI parameters this role may send.
     allow_params: BTreeSet<String>,
+    /// Account-wide usage limits.
+    limits: Limits,
+    /// Usage limits per model pattern, in file order.
+    model_limits: Vec<(String, Limits)>,
 }
 
 /// The role → permission map. Cheap to clone behind an `Arc`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     roles: BTreeMap<String, RoleGrant>,
     service_role: String,
+    /// Per-user limit overrides, by Open WebUI user id.
+    users: BTreeMap<String, Limits>,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +138,8 @@ struct PolicyFile {
     service_role: toml::Spanned<String>,
     #[serde(default)]
     roles: BTreeMap<String, RoleFile>,
+    #[serde(default)]
+    users: BTreeMap<String, UserFile>,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +149,7 @@ struct RoleFile {
     models: Option<Vec<toml::Spanned<String>>>,
     #[serde(default)]
     allow_params: Vec<toml::Spanned<String>>,
+    limits: Option<RoleLimitsFile>,
 }
 
 impl Policy {
@@ -207,12 +217,22 @@ impl Policy {
                 }
                 allow_params.insert(param.into_inner());
             }
+            let (limits, model_limits) =
+                grant
+                    .limits
+                    .unwrap_or_default()
+                    .into_limits()
+                    .map_err(|(offset, reason)| {
+                        error_at(Some(offset), format!("role `{role}`: {reason}"))
+                    })?;
             roles.insert(
                 role,
                 RoleGrant {
                     permissions,
                     models,
                     allow_params,
+                    limits,
+                    model_limits,
                 },
             );
         }
@@ -228,10 +248,54 @@ impl Policy {
                 ),
             ));
         }
+        let mut users = BTreeMap::new();
+        for (user, file) in parsed.users {
+            let limits = file.limits.into_limits().map_err(|(offset, reason)| {
+                error_at(Some(offset), format!("user `{user}`: {reason}"))
+            })?;
+            users.insert(user, limits);
+        }
         Ok(Self {
             roles,
             service_role: service_role.into_inner(),
+            users,
         })
+    }
+
+    /// The usage limits for `user_id` with `role` asking for `model`: the role's account-wide
+    /// limits replaced key by key by the user's own, and the role's limits for the first model
+    /// pattern matching `model`. No role, or a role not in the policy: the user's own limits.
+    pub fn limits_for(&self, user_id: &str, role: Option<&str>, model: &str) -> QuotaLimits {
+        let grant = role.and_then(|role| self.roles.get(role));
+        let role_limits = grant.map(|grant| grant.limits.clone()).unwrap_or_default();
+        let account = match self.users.get(user_id) {
+            Some(own) => role_limits.overridden_by(own),
+            None => role_limits,
+        };
+        let model = grant.and_then(|grant| {
+            grant
+                .model_limits
+                .iter()
+                .find(|(pattern, _)| wildcard_match(pattern, model))
+                .cloned()
+        });
+        QuotaLimits { account, model }
+    }
+
+    /// Every model-pattern limit a role has, for reports.
+    pub fn model_limits(&self, role: Option<&str>) -> Vec<(String, Limits)> {
+        role.and_then(|role| self.roles.get(role))
+            .map(|grant| grant.model_limits.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether any role or user has a limit (when none does, quotas cost nothing).
+    pub fn has_limits(&self) -> bool {
+        self.users.values().any(|limits| !limits.is_empty())
+            || self
+                .roles
+                .values()
+                .any(|grant| !grant.limits.is_empty() || !grant.model_limits.is_empty())
     }
 
     /// The role given to callers that present only a service key.
@@ -488,6 +552,77 @@ allow_params = ["fallbacks"]
             policy.check_request(&caller("ghost"), &[], &fallbacks),
             Err(AuthError::UnsupportedParameter("fallbacks".into()))
         );
+    }
+
+    #[test]
+    fn limits_merge_role_user_and_model() {
+        let policy = Policy::parse(
+            r#"
+service_role = "svc"
+[roles.svc]
+permissions = ["chat"]
+[roles.user]
+permissions = ["chat"]
+[roles.user.limits]
+requests_per_minute = 60
+monthly_budget_usd = 50.0
+[roles.user.limits.models."gpt-4o*"]
+requests_per_minute = 10
+[users."u-7".limits]
+monthly_budget_usd = 200.0
+"#,
+            "inline",
+        )
+        .unwrap();
+        assert!(policy.has_limits());
+        let limits = policy.limits_for("u-7", Some("user"), "gpt-4o-mini");
+        assert_eq!(limits.account.requests_per_minute, Some(60));
+        assert_eq!(limits.account.monthly_budget_usd, Some(200.0));
+        let (pattern, model) = limits.model.unwrap();
+        assert_eq!(
+            (pattern.as_str(), model.requests_per_minute),
+            ("gpt-4o*", Some(10))
+        );
+        let other = policy.limits_for("u-8", Some("user"), "claude");
+        assert_eq!(other.account.monthly_budget_usd, Some(50.0));
+        assert!(other.model.is_none());
+        assert!(
+            policy
+                .limits_for("u-8", Some("svc"), "m")
+                .account
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn bad_limits_stop_start_up_with_the_line() {
+        for (text, line, words) in [
+            (
+                "[roles.svc.limits]\nrequests_per_minute = -1\n",
+                5,
+                "must not be negative",
+            ),
+            (
+                "[roles.svc.limits]\nrequests_per_mnute = 1\n",
+                5,
+                "requests_per_mnute",
+            ),
+            (
+                "[users.\"u\".limits]\nmonthly_budget_usd = -5.0\n",
+                5,
+                "≥ 0",
+            ),
+            (
+                "[roles.svc.limits.models.\"m\"]\nconcurrent_requests = -2\n",
+                5,
+                "negative",
+            ),
+        ] {
+            let full = format!("service_role = \"svc\"\n[roles.svc]\npermissions = []\n{text}");
+            let error = Policy::parse(&full, "rbac.toml").unwrap_err();
+            assert_eq!(error.line, line, "{error}");
+            assert!(error.reason.contains(words), "{error}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use crate::context::{RequestInfo, UpstreamWait};
 use crate::error::{ApiError, render};
+use crate::quota::{Spend, Ticket};
 use crate::state::AppState;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use bff_auth::Identity;
@@ -33,7 +34,8 @@ pub async fn completions(
 ) -> Result<HttpResponse, ApiError> {
     let chat = admit(&request, &body, &identity, &state)?;
     let stream = chat.stream == Some(true);
-    handle(request, identity, state.into_inner(), chat, stream).await
+    let ticket = take_quota(&request, &identity, &state, &chat.model).await?;
+    handle(request, identity, state.into_inner(), chat, stream, ticket).await
 }
 
 /// Always-streaming chat.
@@ -44,7 +46,8 @@ pub async fn stream(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let chat = admit(&request, &body, &identity, &state)?;
-    handle(request, identity, state.into_inner(), chat, true).await
+    let ticket = take_quota(&request, &identity, &state, &chat.model).await?;
+    handle(request, identity, state.into_inner(), chat, true, ticket).await
 }
 
 /// Everything decided before LiteLLM is called: the body is JSON, every OpenAI parameter has
@@ -79,6 +82,26 @@ fn admit(
     })
 }
 
+/// The caller's usage limits for `model`, checked and counted: a ticket to settle when the
+/// request ends, or a 429 (503 when the counters cannot be reached and the fail mode is
+/// closed). Never reaches LiteLLM when refused.
+async fn take_quota(
+    request: &HttpRequest,
+    identity: &Identity,
+    state: &AppState,
+    model: &str,
+) -> Result<Ticket, ApiError> {
+    let limits = state
+        .gate
+        .policy()
+        .limits_for(&identity.user_id, identity.role.as_deref(), model);
+    let request_id = RequestInfo::of(request).request_id;
+    Ok(state
+        .quota
+        .admit(&identity.user_id, &limits, &request_id)
+        .await?)
+}
+
 /// The body as a JSON object, or a 400 naming what is wrong.
 fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if body.is_empty() {
@@ -106,6 +129,7 @@ async fn handle(
     state: Arc<AppState>,
     chat: ChatRequest,
     stream: bool,
+    ticket: Ticket,
 ) -> Result<HttpResponse, ApiError> {
     let info = RequestInfo::of(&request);
     let route = request
@@ -136,9 +160,9 @@ async fn handle(
     record.tags = context.tags.clone();
     record.input = serde_json::to_value(&chat.messages).ok();
     if stream {
-        start_stream(&request, &info, state, &context, chat, record).await
+        start_stream(&request, &info, state, &context, chat, (record, ticket)).await
     } else {
-        complete(&request, &state, &context, chat, record).await
+        complete(&request, &state, &context, chat, (record, ticket)).await
     }
 }
 
@@ -148,7 +172,7 @@ async fn complete(
     state: &AppState,
     context: &RequestContext,
     chat: ChatRequest,
-    mut record: LlmRecord,
+    (mut record, ticket): (LlmRecord, Ticket),
 ) -> Result<HttpResponse, ApiError> {
     let waiting = Instant::now();
     let result = state.litellm.chat(context, chat).await;
@@ -157,7 +181,7 @@ async fn complete(
         .insert(UpstreamWait(waiting.elapsed()));
     let completion = match result {
         Ok(completion) => completion,
-        Err(error) => return Err(failed(state, record, error)),
+        Err(error) => return Err(failed(state, (record, ticket), error)),
     };
     let usage = completion.response.usage.as_ref();
     record.model_served = completion
@@ -175,8 +199,11 @@ async fn complete(
     record.output = completion.response.output_text();
     record.finish_reason = completion.response.finish_reason().map(str::to_owned);
     record.ended_at = UnixNanos::now();
-    finish(state, record);
     let mut response = HttpResponse::Ok();
+    for header in ticket.headers().pairs() {
+        response.insert_header(header);
+    }
+    finish(state, record, ticket);
     if let Some(call_id) = &completion.meta.call_id {
         response.insert_header((LITELLM_CALL_ID, call_id.as_str()));
     }
@@ -192,7 +219,7 @@ async fn start_stream(
     state: Arc<AppState>,
     context: &RequestContext,
     chat: ChatRequest,
-    mut record: LlmRecord,
+    (mut record, ticket): (LlmRecord, Ticket),
 ) -> Result<HttpResponse, ApiError> {
     let waiting = Instant::now();
     let result = state.litellm.chat_stream(context, chat).await;
@@ -201,7 +228,7 @@ async fn start_stream(
         .insert(UpstreamWait(waiting.elapsed()));
     let upstream = match result {
         Ok(upstream) => upstream,
-        Err(error) => return Err(failed(&state, record, error)),
+        Err(error) => return Err(failed(&state, (record, ticket), error)),
     };
     record.upstream_call_id = upstream.meta().call_id.clone();
     record.attempts = upstream.meta().attempts;
@@ -209,11 +236,15 @@ async fn start_stream(
     if let Some(call_id) = &upstream.meta().call_id {
         response.insert_header((LITELLM_CALL_ID, call_id.as_str()));
     }
+    for header in ticket.headers().pairs() {
+        response.insert_header(header);
+    }
     let relay = Relay {
         upstream,
         pending: Some(Pending {
             state,
             record,
+            ticket,
             started: info.started,
             started_at: info.started_at,
         }),
@@ -226,7 +257,11 @@ async fn start_stream(
 }
 
 /// Records a failed call and turns it into the API error.
-fn failed(state: &AppState, mut record: LlmRecord, error: ProviderError) -> ApiError {
+fn failed(
+    state: &AppState,
+    (mut record, ticket): (LlmRecord, Ticket),
+    error: ProviderError,
+) -> ApiError {
     state.metrics.upstream_error(error.kind.label());
     record.attempts = error.attempts;
     record.upstream_call_id = error.call_id.clone();
@@ -234,7 +269,7 @@ fn failed(state: &AppState, mut record: LlmRecord, error: ProviderError) -> ApiE
     record.outcome = Outcome::Error;
     record.error = Some(record_error(&api_error));
     record.ended_at = UnixNanos::now();
-    finish(state, record);
+    finish(state, record, ticket);
     api_error
 }
 
@@ -247,8 +282,16 @@ fn record_error(error: &ApiError) -> RecordError {
     }
 }
 
-/// Hands a finished record to telemetry and the usage ledger (both non-blocking).
-fn finish(state: &AppState, record: LlmRecord) {
+/// Hands a finished record to the quota, telemetry and the usage ledger (all non-blocking).
+fn finish(state: &AppState, record: LlmRecord, ticket: Ticket) {
+    ticket.settle(Spend {
+        tokens: record.usage.as_ref().map_or(0, |usage| {
+            usage
+                .total
+                .unwrap_or_else(|| usage.input.unwrap_or(0) + usage.output.unwrap_or(0))
+        }),
+        cost_usd: record.cost_usd.unwrap_or(0.0),
+    });
     state.usage.add(&record);
     state.telemetry.record(record);
 }
@@ -274,6 +317,7 @@ fn token_usage(usage: &Usage) -> TokenUsage {
 struct Pending {
     state: Arc<AppState>,
     record: LlmRecord,
+    ticket: Ticket,
     started: Instant,
     started_at: SystemTime,
 }
@@ -296,7 +340,7 @@ impl Pending {
                 .time_to_first_token(&record.model_requested, after);
         }
         record.ended_at = UnixNanos::now();
-        finish(&self.state, self.record);
+        finish(&self.state, self.record, self.ticket);
     }
 }
 

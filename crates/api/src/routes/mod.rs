@@ -4,9 +4,10 @@
 pub mod chat;
 pub mod observability;
 pub mod ops;
+pub mod quota;
 
 /// Every route bff serves, as `(method, path)`; the deploy kit's routes must point at these.
-pub const ROUTES: [(&str, &str); 13] = [
+pub const ROUTES: [(&str, &str); 14] = [
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/monitoring"),
@@ -20,6 +21,7 @@ pub const ROUTES: [(&str, &str); 13] = [
     ("GET", "/observability/health"),
     ("GET", "/observability/traces"),
     ("GET", "/observability/usage"),
+    ("GET", "/observability/quota"),
 ];
 
 use actix_web::middleware::Condition;
@@ -68,6 +70,7 @@ pub fn configure(config: &mut web::ServiceConfig, gate: &Gate, metrics_require_a
                 .wrap(gate.require(Permission::ObservabilityOwn))
                 .route("/health", web::get().to(observability::health))
                 .route("/traces", web::get().to(observability::traces))
-                .route("/usage", web::get().to(observability::usage)),
+                .route("/usage", web::get().to(observability::usage))
+                .route("/quota", web::get().to(quota::quota)),
         );
 }

@@ -5,7 +5,7 @@
 
 use crate::error::ApiError;
 use crate::observability::{DependencyStatus, MAX_PAGE, TraceFilter, UsageReport};
-use crate::routes::ops::litellm_status;
+use crate::routes::ops::{litellm_status, redis_status};
 use crate::state::AppState;
 use crate::usage::{UsageTotals, day_of};
 use actix_web::{HttpResponse, web};
@@ -60,20 +60,27 @@ fn scoped_user(state: &AppState, identity: &Identity, requested: Option<String>)
 /// dependency or sink said when it failed (`detail`, `last_error`) is shown to
 /// `observability:all` only.
 pub async fn health(identity: Identity, state: web::Data<AppState>) -> HttpResponse {
-    let (litellm, openwebui, langfuse, helicone) = tokio::join!(
+    let (litellm, openwebui, langfuse, helicone, redis) = tokio::join!(
         litellm_status(&state),
         state.observability.openwebui_health(),
         state.observability.langfuse_health(),
         state.observability.helicone_health(),
+        redis_status(&state),
     );
-    let mut dependencies = [litellm, openwebui, langfuse, helicone];
+    let mut dependencies: Vec<DependencyStatus> = [litellm, openwebui, langfuse, helicone]
+        .into_iter()
+        .chain(redis)
+        .collect();
     let mut telemetry = state.telemetry.stats();
     let sees_all = state
         .gate
         .authorize(&identity, Permission::ObservabilityAll)
         .is_ok();
     if !sees_all {
-        dependencies = dependencies.map(DependencyStatus::without_detail);
+        dependencies = dependencies
+            .into_iter()
+            .map(DependencyStatus::without_detail)
+            .collect();
         for sink in &mut telemetry {
             sink.last_error = None;
         }

@@ -3,6 +3,7 @@
 use crate::context::RequestInfo;
 use crate::error::ApiError;
 use crate::observability::DependencyStatus;
+use crate::quota::FailMode;
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bff_auth::Identity;
@@ -62,18 +63,36 @@ pub async fn litellm_status(state: &AppState) -> DependencyStatus {
     DependencyStatus::checked("litellm", started, result)
 }
 
-/// Readiness: LiteLLM answers and, when configured, Open WebUI answers. 503 names what is down;
-/// the public answer never carries what a dependency said (that is for
-/// `/observability/health`).
+/// Redis, when quota counters live there (in-process counters are not a dependency).
+pub async fn redis_status(state: &AppState) -> Option<DependencyStatus> {
+    if state.quota.backend() != "redis" {
+        return None;
+    }
+    let started = Instant::now();
+    let result = state.quota.counters().ping().await.map_err(|error| error.0);
+    Some(DependencyStatus::checked("redis", started, result))
+}
+
+/// Readiness: LiteLLM answers, and Open WebUI and Redis (when configured) answer. 503 names
+/// what is down (Redis only counts with `QUOTA_FAIL_MODE=closed`, when requests need it); the
+/// public answer never carries what a dependency said (that is for `/observability/health`).
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let (litellm, openwebui) = tokio::join!(
+    let (litellm, openwebui, redis) = tokio::join!(
         litellm_status(&state),
-        state.observability.openwebui_health()
+        state.observability.openwebui_health(),
+        redis_status(&state)
     );
-    let checks = [litellm, openwebui].map(DependencyStatus::without_detail);
+    let checks: Vec<DependencyStatus> = [Some(litellm), Some(openwebui), redis]
+        .into_iter()
+        .flatten()
+        .map(DependencyStatus::without_detail)
+        .collect();
+    let needed = |check: &DependencyStatus| {
+        check.name != "redis" || state.quota.fail_mode() == FailMode::Closed
+    };
     let down: Vec<&str> = checks
         .iter()
-        .filter(|c| c.is_down())
+        .filter(|c| c.is_down() && needed(c))
         .map(|c| c.name)
         .collect();
     let body = json!({"status": if down.is_empty() { "ready" } else { "unavailable" }, "down": down, "checks": checks});

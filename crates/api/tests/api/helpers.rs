@@ -65,6 +65,10 @@ pub async fn spawn_with(options: Options) -> TestApp {
         ("LITELLM_URL", litellm.uri()),
         ("LITELLM_API_KEY", LITELLM_KEY.to_owned()),
         ("TELEMETRY_SPOOL_DIR", spool.display().to_string()),
+        (
+            "QUOTA_STORE_PATH",
+            spool.join("quota.redb").display().to_string(),
+        ),
         ("TELEMETRY_FLUSH_INTERVAL_MS", "20".to_owned()),
         ("MAX_BODY_BYTES", "65536".to_owned()),
     ]);
