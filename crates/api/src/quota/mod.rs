@@ -484,6 +484,286 @@ impl Drop for Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quota::local::LocalCounters;
+    use std::sync::Mutex;
+    use std::time::UNIX_EPOCH;
+
+    /// A clock the test moves.
+    struct ManualClock(Mutex<SystemTime>);
+
+    impl ManualClock {
+        fn at(seconds: u64) -> Arc<Self> {
+            Arc::new(Self(Mutex::new(UNIX_EPOCH + Duration::from_secs(seconds))))
+        }
+
+        fn advance(&self, by: Duration) {
+            let mut now = self.0.lock().unwrap();
+            *now += by;
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn now(&self) -> SystemTime {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    /// 2026-01-31T23:59:00Z: a minute before a day and a month end.
+    const T0: u64 = 1_769_903_940;
+
+    fn engine(counters: Arc<dyn Counters>, clock: Arc<ManualClock>) -> Arc<Quota> {
+        Arc::new(Quota::new(
+            counters,
+            clock,
+            FailMode::Closed,
+            Duration::from_secs(660),
+            Arc::new(Metrics::default()),
+        ))
+    }
+
+    fn account(limits: Limits) -> QuotaLimits {
+        QuotaLimits {
+            account: limits,
+            model: None,
+        }
+    }
+
+    /// Lets spawned settlements run.
+    async fn settle_tasks() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_per_minute_refuse_then_the_next_minute_admits() {
+        let clock = ManualClock::at(T0);
+        let quota = engine(Arc::new(LocalCounters::in_memory()), Arc::clone(&clock));
+        let limits = account(Limits {
+            requests_per_minute: Some(2),
+            ..Limits::default()
+        });
+        let first = quota.admit("u", &limits, "r1").await.unwrap();
+        assert_eq!(
+            first.headers().requests.map(|(l, r, _)| (l, r)),
+            Some((2, 1))
+        );
+        drop(first);
+        drop(quota.admit("u", &limits, "r2").await.unwrap());
+        let refused = quota.admit("u", &limits, "r3").await.err().unwrap();
+        assert!(
+            matches!(&refused, QuotaError::RateLimited { kind: "requests per minute", retry_after, .. } if *retry_after == Duration::from_secs(60)),
+            "{refused:?}"
+        );
+        assert!(quota.admit("someone-else", &limits, "r4").await.is_ok());
+        clock.advance(Duration::from_secs(60));
+        assert!(quota.admit("u", &limits, "r5").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn tokens_count_after_the_call_and_refuse_for_the_rest_of_the_minute() {
+        let clock = ManualClock::at(T0);
+        let quota = engine(Arc::new(LocalCounters::in_memory()), Arc::clone(&clock));
+        let limits = account(Limits {
+            tokens_per_minute: Some(100),
+            ..Limits::default()
+        });
+        let ticket = quota.admit("u", &limits, "r1").await.unwrap();
+        ticket.settle(Spend {
+            tokens: 150,
+            cost_usd: 0.0,
+        });
+        settle_tasks().await;
+        let refused = quota.admit("u", &limits, "r2").await.err().unwrap();
+        assert_eq!(refused.kind(), "tokens");
+        clock.advance(Duration::from_secs(60));
+        let ticket = quota.admit("u", &limits, "r3").await.unwrap();
+        assert_eq!(
+            ticket.headers().tokens.map(|(l, r, _)| (l, r)),
+            Some((100, 100))
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrency_is_released_when_settled_or_dropped() {
+        let quota = engine(Arc::new(LocalCounters::in_memory()), ManualClock::at(T0));
+        let limits = account(Limits {
+            concurrent_requests: Some(1),
+            ..Limits::default()
+        });
+        let held = quota.admit("u", &limits, "r1").await.unwrap();
+        assert_eq!(
+            quota.admit("u", &limits, "r2").await.err().unwrap().kind(),
+            "concurrency"
+        );
+        held.settle(Spend::default());
+        settle_tasks().await;
+        let dropped = quota.admit("u", &limits, "r3").await.unwrap();
+        drop(dropped); // the caller went away mid-call
+        settle_tasks().await;
+        assert!(quota.admit("u", &limits, "r4").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_crashed_holders_slot_lapses_after_the_lease() {
+        let clock = ManualClock::at(T0);
+        let quota = engine(Arc::new(LocalCounters::in_memory()), Arc::clone(&clock));
+        let limits = account(Limits {
+            concurrent_requests: Some(1),
+            ..Limits::default()
+        });
+        let held = quota.admit("u", &limits, "r1").await.unwrap();
+        std::mem::forget(held); // never settled, never dropped: as if the replica died
+        assert!(quota.admit("u", &limits, "r2").await.is_err());
+        clock.advance(Duration::from_secs(661));
+        assert!(quota.admit("u", &limits, "r3").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn budgets_are_spent_then_reset_with_the_day_and_the_month() {
+        let clock = ManualClock::at(T0);
+        let quota = engine(Arc::new(LocalCounters::in_memory()), Arc::clone(&clock));
+        let daily = account(Limits {
+            daily_budget_usd: Some(1.0),
+            ..Limits::default()
+        });
+        quota.admit("u", &daily, "r1").await.unwrap().settle(Spend {
+            tokens: 10,
+            cost_usd: 1.25,
+        });
+        settle_tasks().await;
+        let refused = quota.admit("u", &daily, "r2").await.err().unwrap();
+        assert!(
+            matches!(&refused, QuotaError::BudgetSpent { period: "daily", resets_at, retry_after, .. }
+                if resets_at == "2026-02-01T00:00:00Z" && *retry_after == Duration::from_secs(60)),
+            "{refused:?}"
+        );
+        let monthly = account(Limits {
+            monthly_budget_usd: Some(1.0),
+            ..Limits::default()
+        });
+        assert_eq!(
+            quota.admit("u", &monthly, "r3").await.err().unwrap().kind(),
+            "monthly_budget"
+        );
+        clock.advance(Duration::from_secs(60)); // 2026-02-01: a new day and a new month
+        assert!(quota.admit("u", &daily, "r4").await.is_ok());
+        assert!(quota.admit("u", &monthly, "r5").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_model_scope_counts_apart_from_the_account() {
+        let quota = engine(Arc::new(LocalCounters::in_memory()), ManualClock::at(T0));
+        let one = Limits {
+            requests_per_minute: Some(1),
+            ..Limits::default()
+        };
+        let limits = QuotaLimits {
+            account: Limits {
+                requests_per_minute: Some(10),
+                ..Limits::default()
+            },
+            model: Some(("big-*".into(), one)),
+        };
+        drop(quota.admit("u", &limits, "r1").await.unwrap());
+        let refused = quota.admit("u", &limits, "r2").await.err().unwrap();
+        assert!(
+            refused.to_string().contains("model pattern `big-*`"),
+            "{refused}"
+        );
+        // The refused request was not counted against the account.
+        let used = quota.counters().used("u", &quota.windows()).await.unwrap();
+        assert_eq!(used.requests_this_minute, 1);
+    }
+
+    #[tokio::test]
+    async fn spend_survives_a_restart_of_the_embedded_store() {
+        let path = std::env::temp_dir().join(format!("bff-quota-{}.redb", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let clock = ManualClock::at(T0);
+        let limits = account(Limits {
+            monthly_budget_usd: Some(2.0),
+            ..Limits::default()
+        });
+        {
+            let counters = Arc::new(LocalCounters::persistent(&path).unwrap());
+            let quota = engine(counters.clone(), Arc::clone(&clock));
+            quota
+                .admit("u", &limits, "r1")
+                .await
+                .unwrap()
+                .settle(Spend {
+                    tokens: 1,
+                    cost_usd: 2.5,
+                });
+            settle_tasks().await;
+            quota.flush().await;
+        }
+        let reopened = Arc::new(LocalCounters::persistent(&path).unwrap());
+        let quota = engine(reopened, clock);
+        let used = quota.counters().used("u", &quota.windows()).await.unwrap();
+        assert_eq!(used.spent_this_month_usd, 2.5);
+        assert_eq!(
+            quota.admit("u", &limits, "r2").await.err().unwrap().kind(),
+            "monthly_budget"
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// Counters that are down.
+    struct Down;
+
+    #[async_trait]
+    impl Counters for Down {
+        fn name(&self) -> &'static str {
+            "redis"
+        }
+        async fn admit(
+            &self,
+            _: &[Scope],
+            _: &str,
+            _: &Windows,
+            _: SystemTime,
+        ) -> Result<Verdict, BackendError> {
+            Err(BackendError("connection refused".into()))
+        }
+        async fn settle(
+            &self,
+            _: &[Scope],
+            _: &str,
+            _: &Windows,
+            _: Spend,
+        ) -> Result<(), BackendError> {
+            Err(BackendError("connection refused".into()))
+        }
+        async fn used(&self, _: &str, _: &Windows) -> Result<Used, BackendError> {
+            Err(BackendError("connection refused".into()))
+        }
+        async fn ping(&self) -> Result<(), BackendError> {
+            Err(BackendError("connection refused".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_fail_mode_decides_when_the_counters_are_down() {
+        let limits = account(Limits {
+            requests_per_minute: Some(1),
+            ..Limits::default()
+        });
+        let closed = engine(Arc::new(Down), ManualClock::at(T0));
+        assert_eq!(
+            closed.admit("u", &limits, "r").await.err().unwrap().kind(),
+            "unavailable"
+        );
+        let open = Arc::new(Quota::new(
+            Arc::new(Down),
+            ManualClock::at(T0),
+            FailMode::Open,
+            Duration::from_secs(60),
+            Arc::new(Metrics::default()),
+        ));
+        assert!(open.admit("u", &limits, "r").await.is_ok());
+    }
 
     #[test]
     fn resets_are_written_the_way_openai_writes_them() {

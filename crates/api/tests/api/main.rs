@@ -13,5 +13,6 @@ mod helpers;
 mod observability;
 mod operations;
 mod policy;
+mod quota;
 mod rbac;
 mod streaming;
