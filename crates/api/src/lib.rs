@@ -132,35 +132,7 @@ impl Application {
             metrics_require_auth: settings.metrics_require_auth,
         });
 
-        let listener = TcpListener::bind(settings.bind).map_err(StartupError::Bind)?;
-        let port = listener.local_addr().map_err(StartupError::Bind)?.port();
-        let origins = settings.cors_allowed_origins.clone();
-        let max_body = settings.max_body_bytes;
-        let metrics_require_auth = settings.metrics_require_auth;
-        let mut public_paths = PUBLIC_ROUTES.to_vec();
-        if !metrics_require_auth {
-            public_paths.push("/metrics");
-        }
-        tracing::info!(port, "bff configuration: {settings}");
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .app_data(web::PayloadConfig::new(max_body))
-                .app_data(web::QueryConfig::default())
-                // Innermost first; the order, outermost first, is documented in `context`.
-                .wrap(
-                    state
-                        .gate
-                        .authenticate_requests(public_paths.iter().copied()),
-                )
-                .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
-                .wrap(from_fn(request_context))
-                .configure(|config| routes::configure(config, &state.gate, metrics_require_auth))
-        })
-        .listen(listener)
-        .map_err(StartupError::Bind)?
-        .shutdown_timeout(settings.shutdown_grace.as_secs())
-        .run();
+        let (server, port) = serve(state, &settings)?;
         Ok(Self {
             server,
             port,
@@ -188,6 +160,40 @@ impl Application {
         }
         served
     }
+}
+
+/// Binds the listen address and builds the HTTP server over `state`.
+fn serve(state: web::Data<AppState>, settings: &Settings) -> Result<(Server, u16), StartupError> {
+    let listener = TcpListener::bind(settings.bind).map_err(StartupError::Bind)?;
+    let port = listener.local_addr().map_err(StartupError::Bind)?.port();
+    let origins = settings.cors_allowed_origins.clone();
+    let max_body = settings.max_body_bytes;
+    let metrics_require_auth = settings.metrics_require_auth;
+    let mut public_paths = PUBLIC_ROUTES.to_vec();
+    if !metrics_require_auth {
+        public_paths.push("/metrics");
+    }
+    tracing::info!(port, "bff configuration: {settings}");
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::PayloadConfig::new(max_body))
+            .app_data(web::QueryConfig::default())
+            // Innermost first; the order, outermost first, is documented in `context`.
+            .wrap(
+                state
+                    .gate
+                    .authenticate_requests(public_paths.iter().copied()),
+            )
+            .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
+            .wrap(from_fn(request_context))
+            .configure(|config| routes::configure(config, &state.gate, metrics_require_auth))
+    })
+    .listen(listener)
+    .map_err(StartupError::Bind)?
+    .shutdown_timeout(settings.shutdown_grace.as_secs())
+    .run();
+    Ok((server, port))
 }
 
 /// The quota engine: counters in Redis, or in process with spend kept in a file.

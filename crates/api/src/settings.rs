@@ -206,95 +206,6 @@ impl Settings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
         let auth = AuthSettings::from_lookup(&lookup)?;
-        let litellm = LiteLlmSettings {
-            url: url(
-                "LITELLM_URL",
-                &get("LITELLM_URL").ok_or(SettingsError::Missing {
-                    variable: "LITELLM_URL",
-                    expected: "the LiteLLM proxy's base URL, e.g. http://litellm:4000",
-                })?,
-            )?,
-            api_key: ApiKey::new(get("LITELLM_API_KEY").ok_or(SettingsError::Missing {
-                variable: "LITELLM_API_KEY",
-                expected: "LiteLLM's master key or a virtual key (sk-…)",
-            })?),
-            connect_timeout: Duration::from_millis(number(
-                &get,
-                "LITELLM_CONNECT_TIMEOUT_MS",
-                5000,
-                1..=600_000,
-            )?),
-            first_byte_timeout: seconds(&get, "LITELLM_FIRST_BYTE_TIMEOUT_SECONDS", 120, 1)?,
-            stream_idle_timeout: seconds(&get, "LITELLM_STREAM_IDLE_TIMEOUT_SECONDS", 120, 1)?,
-            max_attempts: u32::try_from(number(&get, "LITELLM_MAX_ATTEMPTS", 3, 1..=10)?)
-                .unwrap_or(3),
-        };
-        let langfuse = match (
-            get("LANGFUSE_HOST"),
-            get("LANGFUSE_PUBLIC_KEY"),
-            get("LANGFUSE_SECRET_KEY"),
-        ) {
-            (None, None, None) => None,
-            (Some(host), Some(public_key), Some(secret_key)) => Some(LangfuseSettings {
-                host: url("LANGFUSE_HOST", &host)?,
-                public_key,
-                secret_key: Secret::new(secret_key),
-                environment: get("LANGFUSE_ENVIRONMENT"),
-            }),
-            _ => {
-                return Err(SettingsError::Invalid {
-                    variable: "LANGFUSE_HOST",
-                    reason: "set LANGFUSE_HOST, LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY together, or none of them".into(),
-                });
-            }
-        };
-        let helicone = match get("HELICONE_API_KEY") {
-            None => None,
-            Some(key) => Some(HeliconeSettings {
-                api_key: Secret::new(key),
-                log_url: url(
-                    "HELICONE_BASE_URL",
-                    &get("HELICONE_BASE_URL")
-                        .unwrap_or_else(|| "https://api.worker.helicone.ai".into()),
-                )?,
-                api_url: url(
-                    "HELICONE_API_URL",
-                    &get("HELICONE_API_URL").unwrap_or_else(|| "https://api.helicone.ai".into()),
-                )?,
-            }),
-        };
-        let spool = get("TELEMETRY_SPOOL_DIR").unwrap_or_else(|| "data/telemetry-spool".into());
-        let capture = match get("TELEMETRY_CAPTURE") {
-            None => CapturePolicy::Full,
-            Some(value) => CapturePolicy::parse(&value).ok_or_else(|| SettingsError::Invalid {
-                variable: "TELEMETRY_CAPTURE",
-                reason: format!("expected `full` or `metadata-only`, got `{value}`"),
-            })?,
-        };
-        let quota = QuotaSettings {
-            redis_url: get("QUOTA_REDIS_URL").map(Secret::new),
-            fail_mode: match get("QUOTA_FAIL_MODE").as_deref().map(str::trim) {
-                None | Some("closed") => FailMode::Closed,
-                Some("open") => FailMode::Open,
-                Some(other) => {
-                    return Err(SettingsError::Invalid {
-                        variable: "QUOTA_FAIL_MODE",
-                        reason: format!("expected `closed` or `open`, got `{other}`"),
-                    });
-                }
-            },
-            redis_timeout: Duration::from_millis(number(
-                &get,
-                "QUOTA_REDIS_TIMEOUT_MS",
-                250,
-                1..=60_000,
-            )?),
-            store_path: match get("QUOTA_STORE_PATH") {
-                Some(path) if path.trim() == "off" => None,
-                Some(path) => Some(PathBuf::from(path)),
-                None => Some(PathBuf::from("data/quota.redb")),
-            },
-        };
         let log_format = match get("LOG_FORMAT") {
             None => LogFormat::Json,
             Some(value) => LogFormat::parse(&value).ok_or_else(|| SettingsError::Invalid {
@@ -310,7 +221,7 @@ impl Settings {
                     variable: "BFF_BIND",
                     reason: "expected host:port, e.g. 0.0.0.0:8080".into(),
                 })?,
-            litellm,
+            litellm: LiteLlmSettings::read(&get)?,
             auth,
             request_timeout: seconds(&get, "REQUEST_TIMEOUT_SECONDS", 600, 1)?,
             max_body_bytes: usize::try_from(number(
@@ -333,30 +244,10 @@ impl Settings {
             shutdown_grace: seconds(&get, "SHUTDOWN_GRACE_SECONDS", 30, 0)?,
             log_format,
             log_filter: get("RUST_LOG").unwrap_or_else(|| "info".into()),
-            langfuse,
-            helicone,
-            telemetry: TelemetrySettings {
-                spool_dir: (spool != "off").then(|| PathBuf::from(spool)),
-                spool_max_bytes: number(&get, "TELEMETRY_SPOOL_MAX_MB", 256, 1..=1 << 20)? << 20,
-                batch_size: usize::try_from(number(&get, "TELEMETRY_BATCH_SIZE", 50, 1..=10_000)?)
-                    .unwrap_or(50),
-                flush_interval: Duration::from_millis(number(
-                    &get,
-                    "TELEMETRY_FLUSH_INTERVAL_MS",
-                    1000,
-                    1..=3_600_000,
-                )?),
-                capture,
-                max_capture_bytes: usize::try_from(number(
-                    &get,
-                    "TELEMETRY_MAX_CAPTURE_BYTES",
-                    64 << 10,
-                    0..=16 << 20,
-                )?)
-                .unwrap_or(64 << 10),
-                shutdown_deadline: seconds(&get, "TELEMETRY_SHUTDOWN_SECONDS", 10, 0)?,
-            },
-            quota,
+            langfuse: LangfuseSettings::read(&get)?,
+            helicone: HeliconeSettings::read(&get)?,
+            telemetry: TelemetrySettings::read(&get)?,
+            quota: QuotaSettings::read(&get)?,
         })
     }
 
@@ -421,6 +312,143 @@ impl fmt::Display for Settings {
     }
 }
 
+/// A settings reader: the value of a variable, `None` when unset or blank.
+trait Get: Fn(&str) -> Option<String> {}
+impl<F: Fn(&str) -> Option<String>> Get for F {}
+
+impl LiteLlmSettings {
+    fn read(get: &impl Get) -> Result<Self, SettingsError> {
+        Ok(Self {
+            url: url(
+                "LITELLM_URL",
+                &get("LITELLM_URL").ok_or(SettingsError::Missing {
+                    variable: "LITELLM_URL",
+                    expected: "the LiteLLM proxy's base URL, e.g. http://litellm:4000",
+                })?,
+            )?,
+            api_key: ApiKey::new(get("LITELLM_API_KEY").ok_or(SettingsError::Missing {
+                variable: "LITELLM_API_KEY",
+                expected: "LiteLLM's master key or a virtual key (sk-…)",
+            })?),
+            connect_timeout: Duration::from_millis(number(
+                get,
+                "LITELLM_CONNECT_TIMEOUT_MS",
+                5000,
+                1..=600_000,
+            )?),
+            first_byte_timeout: seconds(get, "LITELLM_FIRST_BYTE_TIMEOUT_SECONDS", 120, 1)?,
+            stream_idle_timeout: seconds(get, "LITELLM_STREAM_IDLE_TIMEOUT_SECONDS", 120, 1)?,
+            max_attempts: u32::try_from(number(get, "LITELLM_MAX_ATTEMPTS", 3, 1..=10)?)
+                .unwrap_or(3),
+        })
+    }
+}
+
+impl LangfuseSettings {
+    fn read(get: &impl Get) -> Result<Option<Self>, SettingsError> {
+        match (
+            get("LANGFUSE_HOST"),
+            get("LANGFUSE_PUBLIC_KEY"),
+            get("LANGFUSE_SECRET_KEY"),
+        ) {
+            (None, None, None) => Ok(None),
+            (Some(host), Some(public_key), Some(secret_key)) => Ok(Some(Self {
+                host: url("LANGFUSE_HOST", &host)?,
+                public_key,
+                secret_key: Secret::new(secret_key),
+                environment: get("LANGFUSE_ENVIRONMENT"),
+            })),
+            _ => Err(SettingsError::Invalid {
+                variable: "LANGFUSE_HOST",
+                reason: "set LANGFUSE_HOST, LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY together, or none of them".into(),
+            }),
+        }
+    }
+}
+
+impl HeliconeSettings {
+    fn read(get: &impl Get) -> Result<Option<Self>, SettingsError> {
+        let Some(key) = get("HELICONE_API_KEY") else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            api_key: Secret::new(key),
+            log_url: url(
+                "HELICONE_BASE_URL",
+                &get("HELICONE_BASE_URL")
+                    .unwrap_or_else(|| "https://api.worker.helicone.ai".into()),
+            )?,
+            api_url: url(
+                "HELICONE_API_URL",
+                &get("HELICONE_API_URL").unwrap_or_else(|| "https://api.helicone.ai".into()),
+            )?,
+        }))
+    }
+}
+
+impl TelemetrySettings {
+    fn read(get: &impl Get) -> Result<Self, SettingsError> {
+        let spool = get("TELEMETRY_SPOOL_DIR").unwrap_or_else(|| "data/telemetry-spool".into());
+        let capture = match get("TELEMETRY_CAPTURE") {
+            None => CapturePolicy::Full,
+            Some(value) => CapturePolicy::parse(&value).ok_or_else(|| SettingsError::Invalid {
+                variable: "TELEMETRY_CAPTURE",
+                reason: format!("expected `full` or `metadata-only`, got `{value}`"),
+            })?,
+        };
+        Ok(Self {
+            spool_dir: (spool != "off").then(|| PathBuf::from(spool)),
+            spool_max_bytes: number(get, "TELEMETRY_SPOOL_MAX_MB", 256, 1..=1 << 20)? << 20,
+            batch_size: usize::try_from(number(get, "TELEMETRY_BATCH_SIZE", 50, 1..=10_000)?)
+                .unwrap_or(50),
+            flush_interval: Duration::from_millis(number(
+                get,
+                "TELEMETRY_FLUSH_INTERVAL_MS",
+                1000,
+                1..=3_600_000,
+            )?),
+            capture,
+            max_capture_bytes: usize::try_from(number(
+                get,
+                "TELEMETRY_MAX_CAPTURE_BYTES",
+                64 << 10,
+                0..=16 << 20,
+            )?)
+            .unwrap_or(64 << 10),
+            shutdown_deadline: seconds(get, "TELEMETRY_SHUTDOWN_SECONDS", 10, 0)?,
+        })
+    }
+}
+
+impl QuotaSettings {
+    fn read(get: &impl Get) -> Result<Self, SettingsError> {
+        Ok(Self {
+            redis_url: get("QUOTA_REDIS_URL").map(Secret::new),
+            fail_mode: match get("QUOTA_FAIL_MODE").as_deref().map(str::trim) {
+                None | Some("closed") => FailMode::Closed,
+                Some("open") => FailMode::Open,
+                Some(other) => {
+                    return Err(SettingsError::Invalid {
+                        variable: "QUOTA_FAIL_MODE",
+                        reason: format!("expected `closed` or `open`, got `{other}`"),
+                    });
+                }
+            },
+            redis_timeout: Duration::from_millis(number(
+                get,
+                "QUOTA_REDIS_TIMEOUT_MS",
+                250,
+                1..=60_000,
+            )?),
+            store_path: match get("QUOTA_STORE_PATH") {
+                Some(path) if path.trim() == "off" => None,
+                Some(path) => Some(PathBuf::from(path)),
+                None => Some(PathBuf::from("data/quota.redb")),
+            },
+        })
+    }
+}
+
 fn read_env_file(path: &Path, required: bool) -> Result<HashMap<String, String>, SettingsError> {
     let iter = match dotenvy::from_path_iter(path) {
         Ok(iter) => iter,
@@ -458,7 +486,7 @@ fn url(variable: &'static str, value: &str) -> Result<Url, SettingsError> {
 /// A whole number within `range` (every numeric setting has an upper bound, so no later
 /// arithmetic on it can overflow).
 fn number(
-    get: &impl Fn(&str) -> Option<String>,
+    get: &impl Get,
     variable: &'static str,
     default: u64,
     range: RangeInclusive<u64>,
@@ -482,7 +510,7 @@ fn number(
 
 /// Seconds from `minimum` up to a day.
 fn seconds(
-    get: &impl Fn(&str) -> Option<String>,
+    get: &impl Get,
     variable: &'static str,
     default: u64,
     minimum: u64,
@@ -490,10 +518,7 @@ fn seconds(
     number(get, variable, default, minimum..=86_400).map(Duration::from_secs)
 }
 
-fn boolean(
-    get: &impl Fn(&str) -> Option<String>,
-    variable: &'static str,
-) -> Result<bool, SettingsError> {
+fn boolean(get: &impl Get, variable: &'static str) -> Result<bool, SettingsError> {
     match get(variable).map(|value| value.trim().to_ascii_lowercase()) {
         None => Ok(false),
         Some(value) if matches!(value.as_str(), "true" | "1" | "yes" | "on") => Ok(true),

@@ -179,62 +179,11 @@ impl Policy {
         })?;
 
         let mut roles = BTreeMap::new();
-        for (role, grant) in parsed.roles {
-            let mut permissions = BTreeSet::new();
-            for name in &grant.permissions {
-                if name.get_ref() == "*" {
-                    permissions.extend(Permission::ALL);
-                    continue;
-                }
-                let permission = Permission::from_name(name.get_ref()).ok_or_else(|| {
-                    error_at(
-                        Some(name.span().start),
-                        format!(
-                            "role `{role}`: unknown permission `{}`; known: *, {}",
-                            name.get_ref(),
-                            Permission::ALL.map(Permission::as_str).join(", ")
-                        ),
-                    )
-                })?;
-                permissions.insert(permission);
-            }
-            let models = grant.models.map(|patterns| {
-                patterns
-                    .into_iter()
-                    .map(toml::Spanned::into_inner)
-                    .collect::<Vec<_>>()
-            });
-            let mut allow_params = BTreeSet::new();
-            for param in grant.allow_params {
-                if NEVER_ALLOWED_PARAMS.contains(&param.get_ref().as_str()) {
-                    return Err(error_at(
-                        Some(param.span().start),
-                        format!(
-                            "role `{role}`: `{}` cannot be allowed: it lets a caller choose LiteLLM's credentials, endpoint or deployments",
-                            param.get_ref()
-                        ),
-                    ));
-                }
-                allow_params.insert(param.into_inner());
-            }
-            let (limits, model_limits) =
-                grant
-                    .limits
-                    .unwrap_or_default()
-                    .into_limits()
-                    .map_err(|(offset, reason)| {
-                        error_at(Some(offset), format!("role `{role}`: {reason}"))
-                    })?;
-            roles.insert(
-                role,
-                RoleGrant {
-                    permissions,
-                    models,
-                    allow_params,
-                    limits,
-                    model_limits,
-                },
-            );
+        for (role, file) in parsed.roles {
+            let grant = file.into_grant().map_err(|(offset, reason)| {
+                error_at(Some(offset), format!("role `{role}`: {reason}"))
+            })?;
+            roles.insert(role, grant);
         }
 
         let service_role = parsed.service_role;
@@ -375,6 +324,56 @@ impl Policy {
                 .iter()
                 .any(|pattern| wildcard_match(pattern, model)),
         }
+    }
+}
+
+impl RoleFile {
+    /// What the role may do, or where (byte offset) and why it cannot be used.
+    fn into_grant(self) -> Result<RoleGrant, (usize, String)> {
+        let mut permissions = BTreeSet::new();
+        for name in &self.permissions {
+            if name.get_ref() == "*" {
+                permissions.extend(Permission::ALL);
+                continue;
+            }
+            let permission = Permission::from_name(name.get_ref()).ok_or_else(|| {
+                (
+                    name.span().start,
+                    format!(
+                        "unknown permission `{}`; known: *, {}",
+                        name.get_ref(),
+                        Permission::ALL.map(Permission::as_str).join(", ")
+                    ),
+                )
+            })?;
+            permissions.insert(permission);
+        }
+        let mut allow_params = BTreeSet::new();
+        for param in self.allow_params {
+            if NEVER_ALLOWED_PARAMS.contains(&param.get_ref().as_str()) {
+                return Err((
+                    param.span().start,
+                    format!(
+                        "`{}` cannot be allowed: it lets a caller choose LiteLLM's credentials, endpoint or deployments",
+                        param.get_ref()
+                    ),
+                ));
+            }
+            allow_params.insert(param.into_inner());
+        }
+        let (limits, model_limits) = self.limits.unwrap_or_default().into_limits()?;
+        Ok(RoleGrant {
+            permissions,
+            models: self.models.map(|patterns| {
+                patterns
+                    .into_iter()
+                    .map(toml::Spanned::into_inner)
+                    .collect()
+            }),
+            allow_params,
+            limits,
+            model_limits,
+        })
     }
 }
 
