@@ -228,19 +228,47 @@ fn log_finished<B>(
         span.record("trace_id", tracing::field::display(trace_id));
     }
     let client_request_id = info.and_then(|info| info.client_request_id);
+    let (outcome, error_code) = outcome_of(response);
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),
             route,
+            outcome,
+            error_code,
             user_id = identity.map(|identity| identity.user_id.as_str()),
             role = identity.and_then(|identity| identity.role.as_deref()),
             auth = identity.map(|identity| identity.via.as_str()),
+            openwebui_auth = identity.and_then(|identity| identity.openwebui_auth_type.as_deref()),
+            session_id = identity.and_then(|identity| identity.chat_id.as_deref()),
             client_request_id,
             duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             upstream_ms = u64::try_from(upstream.as_millis()).unwrap_or(u64::MAX),
             "request finished"
         );
     });
+}
+
+/// How a request ended, as the log line says it: `ok`, `streaming` (a stream started; its end
+/// is logged by the stream), or `error` with the error code.
+fn outcome_of<B>(response: &ServiceResponse<B>) -> (&'static str, Option<&'static str>) {
+    let status = response.status();
+    if let Some(error) = response.response().error() {
+        let code = error
+            .as_error::<ApiError>()
+            .map(|api| api.parts().code)
+            .or_else(|| error.as_error::<AuthError>().map(AuthError::code))
+            .unwrap_or("http_error");
+        return ("error", Some(code));
+    }
+    if status.is_client_error() || status.is_server_error() {
+        return ("error", Some("http_error"));
+    }
+    let streaming = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/event-stream"));
+    (if streaming { "streaming" } else { "ok" }, None)
 }
 
 /// Replaces an error response's body with OpenAI JSON carrying the request id, whatever
@@ -338,6 +366,7 @@ mod tests {
             email: None,
             name: None,
             chat_id: None,
+            openwebui_auth_type: None,
             via,
         };
         let info = RequestInfo::new(Some("client-1"), Some(header));
@@ -353,6 +382,32 @@ mod tests {
         // The request id is always bff's own.
         assert_ne!(info.request_id, "client-1");
         assert_eq!(info.client_request_id.as_deref(), Some("client-1"));
+    }
+
+    #[test]
+    fn the_log_line_says_how_a_request_ended() {
+        use actix_web::test::TestRequest;
+        let ok = TestRequest::default().to_srv_response(HttpResponse::Ok().finish());
+        assert_eq!(outcome_of(&ok), ("ok", None));
+        let stream = TestRequest::default().to_srv_response(
+            HttpResponse::Ok()
+                .content_type("text/event-stream")
+                .finish(),
+        );
+        assert_eq!(outcome_of(&stream), ("streaming", None));
+        let failed = |error: actix_web::Error| {
+            ServiceResponse::new(
+                TestRequest::default().to_http_request(),
+                HttpResponse::from_error(error),
+            )
+        };
+        let refused = failed(ApiError::UnsupportedMediaType.into());
+        assert_eq!(
+            outcome_of(&refused),
+            ("error", Some("unsupported_media_type"))
+        );
+        let denied = failed(AuthError::CookieNotAccepted.into());
+        assert_eq!(outcome_of(&denied), ("error", Some("cookie_not_accepted")));
     }
 
     #[test]

@@ -73,8 +73,21 @@ impl Authenticator {
         self
     }
 
-    /// Authenticates a request. Never logs or returns a credential.
+    /// Authenticates a request. Never logs or returns a credential. The chat id
+    /// (`X-OpenWebUI-Chat-Id`) and Open WebUI's auth type (`X-OpenWebUI-Auth-Type`) only label
+    /// the caller's own request, so they are taken from any authenticated caller, sanitised.
     pub async fn authenticate(&self, request: &RequestCredentials) -> Result<Identity, AuthError> {
+        let mut identity = self.identify(request).await?;
+        identity.chat_id = request.chat_id.as_deref().and_then(sanitize_label);
+        identity.openwebui_auth_type = request
+            .auth_type
+            .as_deref()
+            .filter(|kind| matches!(*kind, "jwt" | "api_key"))
+            .map(str::to_owned);
+        Ok(identity)
+    }
+
+    async fn identify(&self, request: &RequestCredentials) -> Result<Identity, AuthError> {
         let credential = match (&request.authorization, &request.token_cookie) {
             (Some(header), _) => bearer_credential(header).map_err(|error| {
                 AuthError::MalformedAuthorization(match error {
@@ -111,13 +124,13 @@ impl Authenticator {
         service: &str,
         request: &RequestCredentials,
     ) -> Result<Identity, AuthError> {
-        let chat_id = request.chat_id.clone().filter(|id| !id.is_empty());
         let forwarded = |user: ForwardedUser, via| Identity {
             user_id: user.user_id,
             role: user.role,
             email: user.email,
             name: user.name,
-            chat_id: chat_id.clone(),
+            chat_id: None,
+            openwebui_auth_type: None,
             via,
         };
         if let Some(token) = &request.forwarded_jwt {
@@ -142,7 +155,8 @@ impl Authenticator {
             role: Some(self.service_role.clone()),
             email: None,
             name: None,
-            chat_id,
+            chat_id: None,
+            openwebui_auth_type: None,
             via: AuthMethod::Service,
         })
     }
@@ -172,6 +186,7 @@ impl Authenticator {
                 email: None,
                 name: None,
                 chat_id: None,
+                openwebui_auth_type: None,
                 via: AuthMethod::Session,
             });
         };
@@ -188,6 +203,16 @@ impl Authenticator {
         }
         Ok(identity_from_directory(user, AuthMethod::Session))
     }
+}
+
+/// Keeps `[A-Za-z0-9._:-]`, at most 128 characters; `None` if nothing is left.
+fn sanitize_label(raw: &str) -> Option<String> {
+    let clean: String = raw
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+        .take(128)
+        .collect();
+    (!clean.is_empty()).then_some(clean)
 }
 
 /// What follows `sk-` in the API keys Open WebUI issues: 32 hex digits (a UUID's hex).
@@ -218,6 +243,7 @@ fn identity_from_directory(user: DirectoryUser, via: AuthMethod) -> Identity {
         email: user.email,
         name: user.name,
         chat_id: None,
+        openwebui_auth_type: None,
         via,
     }
 }

@@ -18,6 +18,8 @@ pub const FORWARDED_USER_EMAIL_HEADER: &str = "x-openwebui-user-email";
 pub const FORWARDED_USER_ROLE_HEADER: &str = "x-openwebui-user-role";
 /// `X-OpenWebUI-Chat-Id`.
 pub const CHAT_ID_HEADER: &str = "x-openwebui-chat-id";
+/// `X-OpenWebUI-Auth-Type`.
+pub const AUTH_TYPE_HEADER: &str = "x-openwebui-auth-type";
 /// Name of the cookie Open WebUI sets for browsers.
 pub const TOKEN_COOKIE: &str = "token";
 
@@ -43,6 +45,8 @@ pub struct RequestCredentials {
     pub forwarded_user_role: Option<String>,
     /// `X-OpenWebUI-Chat-Id`.
     pub chat_id: Option<String>,
+    /// `X-OpenWebUI-Auth-Type`.
+    pub auth_type: Option<String>,
     /// Whether the request's method is safe (`GET`, `HEAD`): only then may the `token` cookie
     /// authenticate it, so another site cannot make a browser spend its user's account.
     /// `false` unless set with [`RequestCredentials::with_method`].
@@ -101,6 +105,7 @@ impl RequestCredentials {
                     set_once(&mut credentials.forwarded_user_role, value);
                 }
                 CHAT_ID_HEADER => set_once(&mut credentials.chat_id, value),
+                AUTH_TYPE_HEADER => set_once(&mut credentials.auth_type, value),
                 _ => {}
             }
         }

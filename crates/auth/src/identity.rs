@@ -48,8 +48,11 @@ pub struct Identity {
     pub email: Option<String>,
     /// Display name, when the authority told us.
     pub name: Option<String>,
-    /// Open WebUI chat id (`X-OpenWebUI-Chat-Id`), accepted from trusted callers only.
+    /// Open WebUI chat id (`X-OpenWebUI-Chat-Id`, sanitised): it only labels the caller's own
+    /// request, so any authenticated caller may send it.
     pub chat_id: Option<String>,
+    /// How the user signed in to Open WebUI (`X-OpenWebUI-Auth-Type`: `jwt` or `api_key`).
+    pub openwebui_auth_type: Option<String>,
     /// How the caller authenticated.
     pub via: AuthMethod,
 }

@@ -69,8 +69,9 @@ pub use actix::{
 pub use authenticator::{Authenticator, Gate};
 pub use cache::CachedDirectory;
 pub use credentials::{
-    CHAT_ID_HEADER, FORWARDED_JWT_HEADER, FORWARDED_USER_EMAIL_HEADER, FORWARDED_USER_ID_HEADER,
-    FORWARDED_USER_NAME_HEADER, FORWARDED_USER_ROLE_HEADER, RequestCredentials, TOKEN_COOKIE,
+    AUTH_TYPE_HEADER, CHAT_ID_HEADER, FORWARDED_JWT_HEADER, FORWARDED_USER_EMAIL_HEADER,
+    FORWARDED_USER_ID_HEADER, FORWARDED_USER_NAME_HEADER, FORWARDED_USER_ROLE_HEADER,
+    RequestCredentials, TOKEN_COOKIE,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use directory::MockUserDirectory;

@@ -457,6 +457,7 @@ mod tests {
             email: None,
             name: None,
             chat_id: None,
+            openwebui_auth_type: None,
             via: AuthMethod::Session,
         };
         let message = |role| {
@@ -531,6 +532,7 @@ allow_params = ["fallbacks"]
             email: None,
             name: None,
             chat_id: None,
+            openwebui_auth_type: None,
             via: AuthMethod::Session,
         };
         let fallbacks = ["fallbacks".to_owned()];

@@ -42,6 +42,7 @@ async fn session_token_gets_its_role_from_open_webui_never_from_the_token() {
             email: Some("alice@example.com".into()),
             name: Some("Alice Admin".into()),
             chat_id: None,
+            openwebui_auth_type: None,
             via: AuthMethod::Session,
         }
     );
@@ -322,14 +323,17 @@ async fn spoofed_forwarded_headers_from_an_ordinary_user_change_nothing() {
             ("x-openwebui-user-role", "admin"),
             ("x-openwebui-user-id", "someone-else"),
             ("x-openwebui-user-jwt", &forged_jwt),
-            ("x-openwebui-chat-id", "chat-1"),
+            ("x-openwebui-chat-id", "chat-1<script>\r\n"),
+            ("x-openwebui-auth-type", "jwt"),
         ]))
         .await
         .unwrap();
     assert_eq!(identity.user_id, ALICE);
     assert_eq!(identity.role.as_deref(), Some("user"));
     assert_eq!(identity.via, AuthMethod::Session);
-    assert_eq!(identity.chat_id, None);
+    // The chat id only labels the caller's own request (mode 1 keeps chat correlation), sanitised.
+    assert_eq!(identity.chat_id.as_deref(), Some("chat-1script"));
+    assert_eq!(identity.openwebui_auth_type.as_deref(), Some("jwt"));
 }
 
 fn forwarding_gate() -> bff_auth::Gate {

@@ -158,6 +158,9 @@ async fn handle(
     record.stream = stream;
     record.started_at = UnixNanos::from(info.started_at);
     record.tags = context.tags.clone();
+    if let Some(kind) = &identity.openwebui_auth_type {
+        record.tags.push(format!("openwebui_auth:{kind}"));
+    }
     record.input = serde_json::to_value(&chat.messages).ok();
     if stream {
         start_stream(&request, &info, state, &context, chat, (record, ticket)).await
@@ -324,6 +327,7 @@ struct Pending {
 
 impl Pending {
     fn complete(mut self, outcome: Outcome, error: Option<RecordError>, summary: &StreamSummary) {
+        log_stream_end(&self.record, outcome, error.as_ref());
         let record = &mut self.record;
         record.outcome = outcome;
         record.error = error;
@@ -341,6 +345,26 @@ impl Pending {
         }
         record.ended_at = UnixNanos::now();
         finish(&self.state, self.record, self.ticket);
+    }
+}
+
+/// The line that says how a stream ended (its request's line only said it started): INFO
+/// when it completed, WARN when it failed or the client left.
+fn log_stream_end(record: &LlmRecord, outcome: Outcome, error: Option<&RecordError>) {
+    let outcome_name = match outcome {
+        Outcome::Ok => "ok",
+        Outcome::Error => "error",
+        Outcome::Cancelled => "cancelled",
+    };
+    let code = error.map(|error| error.kind.as_str());
+    let user_id = record.user_id.as_deref();
+    match outcome {
+        Outcome::Ok => {
+            tracing::info!(request_id = %record.request_id, user_id, outcome = outcome_name, "stream finished")
+        }
+        _ => {
+            tracing::warn!(request_id = %record.request_id, user_id, outcome = outcome_name, error_code = code, "stream did not finish")
+        }
     }
 }
 
@@ -396,7 +420,6 @@ impl Stream for Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         if let Some(pending) = self.pending.take() {
-            tracing::info!(request_id = %self.request_id, "client disconnected mid-stream; upstream request closed");
             pending.complete(
                 Outcome::Cancelled,
                 Some(RecordError {
