@@ -467,17 +467,24 @@ impl Ticket {
 
     /// Records what the request used and frees its slot, off the request path.
     pub fn settle(mut self, spend: Spend) {
-        if let Some((quota, scopes, lease)) = self.pending.take() {
-            tokio::spawn(async move { quota.settle(&scopes, &lease, spend).await });
+        self.finish(spend);
+    }
+
+    fn finish(&mut self, spend: Spend) {
+        let Some((quota, scopes, lease)) = self.pending.take() else {
+            return;
+        };
+        // Outside a runtime (a process tearing down) there is nothing left to count for; a
+        // slot then lapses with its lease.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { quota.settle(&scopes, &lease, spend).await });
         }
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if let Some((quota, scopes, lease)) = self.pending.take() {
-            tokio::spawn(async move { quota.settle(&scopes, &lease, Spend::default()).await });
-        }
+        self.finish(Spend::default());
     }
 }
 
