@@ -1,7 +1,7 @@
 # bff — developer commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test test-e2e run lint fmt fmt-check unit bench help
+.PHONY: test test-e2e run lint fmt fmt-check unit bench bench-record help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -28,5 +28,8 @@ fmt: ## format the code
 fmt-check: ## fail if the code is not formatted
 	$(CARGO) fmt --all -- --check
 
-bench: ## criterion benchmarks (results are written down in the crates' READMEs)
+bench: ## bff vs an instant upstream and a reference proxy (nginx + wrk, loopback); writes BENCHMARKS.md
+	python3 scripts/bench.py
+
+bench-record: ## criterion benchmark of telemetry's record() (results in crates/telemetry/README.md)
 	$(CARGO) bench -p bff-telemetry --bench record

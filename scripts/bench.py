@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""`make bench`: bff against an instant upstream and a logic-free reference proxy, on loopback.
+
+Starts nginx twice — an instant OpenAI-compatible upstream (chat JSON, Open WebUI's identity
+lookup, Langfuse OTLP and Helicone logs all answered at once) and a reference proxy
+(`proxy_pass` with upstream keep-alive) — and bff as deployed: release build, a real signed
+Open WebUI session token (identity cache warm), RBAC, both telemetry sinks, JSON logs at info.
+wrk drives each target in alternating rounds (A B A B) so drift cancels, and the table goes to
+BENCHMARKS.md (between the BENCH markers) and to stdout. Only loopback addresses are used.
+"""
+
+import json
+import os
+import pathlib
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DURATION = os.environ.get("BENCH_DURATION", "8s")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+CHAT = {"model": "bench-model", "messages": [{"role": "user", "content": "Say hello in one sentence."}]}
+# A realistic non-streaming answer (~700 bytes), the shape LiteLLM 1.108.7 returns.
+ANSWER = json.dumps({
+    "id": "chatcmpl-bench", "created": 1795550564, "model": "bench-model", "object": "chat.completion",
+    "system_fingerprint": "fp_bench",
+    "choices": [{"finish_reason": "stop", "index": 0, "message": {
+        "content": "Hello! This is an instant answer from the benchmark upstream, long enough to be realistic.",
+        "role": "assistant"}, "provider_specific_fields": {}, "logprobs": None}],
+    "usage": {"completion_tokens": 21, "prompt_tokens": 14, "total_tokens": 35,
+              "completion_tokens_details": {"reasoning_tokens": 0}, "prompt_tokens_details": {"cached_tokens": 0}},
+})
+USER = json.dumps({"id": "bench-user", "name": "Bench", "email": "bench@example.com", "role": "user",
+                   "profile_image_url": "/user.png", "token": "x", "token_type": "Bearer", "expires_at": None,
+                   "permissions": {}})
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [[%s]]
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  io.write(string.format("BENCH {\\"rps\\": %%f, \\"p50\\": %%d, \\"p99\\": %%d, \\"p999\\": %%d, \\"errors\\": %%d}\\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99),
+    latency:percentile(99.9), summary.errors.status + summary.errors.connect + summary.errors.read
+      + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ensure_tools() -> None:
+    missing = [tool for tool in ("nginx", "wrk") if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}")]
+    if missing:
+        packages = ["nginx-light" if tool == "nginx" else tool for tool in missing]
+        print(f"installing {', '.join(packages)} from Debian ...", file=sys.stderr)
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True)
+
+
+def nginx_config(work: pathlib.Path, upstream: int, reference: int) -> pathlib.Path:
+    answer = ANSWER.replace("'", "\\'")
+    user = USER.replace("'", "\\'")
+    config = f"""
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  upstream instant {{ server 127.0.0.1:{upstream}; keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{upstream};
+    default_type application/json;
+    location = /v1/chat/completions {{ add_header x-litellm-response-cost 0.0000231; return 200 '{answer}'; }}
+    location = /health/readiness {{ return 200 '{{"status":"healthy","db":"Not connected"}}'; }}
+    location = /api/v1/auths/ {{ return 200 '{user}'; }}
+    location = /health {{ return 200 '{{"status":true}}'; }}
+    location = /api/public/otel/v1/traces {{ return 200 '{{}}'; }}
+    location = /custom/v1/log {{ default_type text/plain; return 200 'ok'; }}
+  }}
+  server {{
+    listen 127.0.0.1:{reference};
+    location / {{
+      proxy_pass http://instant;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+    path = work / "nginx.conf"
+    path.write_text(config)
+    return path
+
+
+def wait_ok(url: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def start_bff(work: pathlib.Path, binary: pathlib.Path, upstream: int) -> tuple:
+    port = free_port()
+    base = f"http://127.0.0.1:{upstream}"
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "BFF_BIND": f"127.0.0.1:{port}",
+        "LITELLM_URL": base, "LITELLM_API_KEY": "sk-bench-master",
+        "WEBUI_SECRET_KEY": "bench-webui-secret-key-32-bytes!!", "OPENWEBUI_URL": base,
+        "RBAC_POLICY_FILE": str(ROOT / "config" / "rbac.toml"),
+        "LANGFUSE_HOST": base, "LANGFUSE_PUBLIC_KEY": "pk-lf-bench", "LANGFUSE_SECRET_KEY": "sk-lf-bench",
+        "HELICONE_API_KEY": "sk-helicone-bench", "HELICONE_BASE_URL": base, "HELICONE_API_URL": base,
+        "TELEMETRY_SPOOL_DIR": str(work / "spool"), "QUOTA_STORE_PATH": str(work / "quota.redb"),
+        "LOG_FORMAT": "json", "RUST_LOG": "info",
+    }
+    log = open(work / "bff.log", "w", encoding="utf-8")
+    process = subprocess.Popen([binary, "serve"], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT)
+    wait_ok(f"http://127.0.0.1:{port}/health", 30)
+    token = subprocess.run([binary, "token", "--user", "bench-user", "--ttl", "1h"], env=env, cwd=work,
+                           check=True, capture_output=True, text=True).stdout.strip()
+    return process, port, token
+
+
+def wrk(script: pathlib.Path, url: str, connections: int, token: str = "") -> dict:
+    command = ["wrk", "-t", "2" if connections > 1 else "1", "-c", str(connections), "-d", DURATION,
+               "-s", str(script), url]
+    if token:
+        command[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    match = re.search(r"^BENCH (.*)$", output, re.M)
+    if not match:
+        raise RuntimeError(output)
+    return json.loads(match.group(1))
+
+
+def telemetry(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    counts = {}
+    for sink, state, value in re.findall(r'bff_telemetry_records_total\{sink="(\w+)",state="(\w+)"\} (\d+)', text):
+        counts.setdefault(sink, {})[state] = int(value)
+    return counts
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {model}, {platform.system()} {platform.release()}"
+
+
+def main() -> None:
+    ensure_tools()
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "bff-api", "--bin", "bff"], cwd=ROOT, check=True)
+    target = json.loads(subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=ROOT,
+                                       check=True, capture_output=True, text=True).stdout)["target_directory"]
+    binary = pathlib.Path(target) / "release" / "bff"
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bff-bench-"))
+    upstream, reference = free_port(), free_port()
+    nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
+    nginx = subprocess.Popen([nginx_bin, "-c", str(nginx_config(work, upstream, reference)), "-g", "daemon off;"])
+    bff = None
+    try:
+        wait_ok(f"http://127.0.0.1:{upstream}/health", 10)
+        bff, port, token = start_bff(work, binary, upstream)
+        script = work / "post.lua"
+        script.write_text(WRK_SCRIPT % json.dumps(CHAT))
+        targets = {
+            "direct": f"http://127.0.0.1:{upstream}/v1/chat/completions",
+            "reference proxy": f"http://127.0.0.1:{reference}/v1/chat/completions",
+            "bff": f"http://127.0.0.1:{port}/v1/chat/completions",
+        }
+        if os.environ.get("BENCH_PROFILE"):
+            profile(bff.pid, script, targets["bff"], token, work)
+            return
+        results = {(name, c): [] for name in targets for c in (1, 64)}
+        for _ in range(ROUNDS):  # A B A B: every target once per round
+            for connections in (1, 64):
+                for name, url in targets.items():
+                    results[(name, connections)].append(
+                        wrk(script, url, connections, token if name == "bff" else ""))
+        report(results, telemetry(port))
+    finally:
+        if bff:
+            bff.terminate()
+            bff.wait(timeout=60)
+        nginx.terminate()
+        nginx.wait(timeout=10)
+
+
+def profile(pid: int, script: pathlib.Path, url: str, token: str, work: pathlib.Path) -> None:
+    """`BENCH_PROFILE=1`: where bff spends its CPU at c=64 (perf, software clock, flat)."""
+    data = work / "perf.data"
+    recorder = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "-p", str(pid),
+                                 "-o", str(data), "--", "sleep", "6"], stderr=subprocess.DEVNULL)
+    wrk(script, url, 64, token)
+    recorder.wait()
+    report = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children", "--sort", "dso,symbol"],
+                            capture_output=True, text=True).stdout
+    lines = [" ".join(line.split()) for line in report.splitlines() if line.strip() and not line.startswith("#")]
+    print("\n".join(lines[:60]))
+
+
+def median(runs: list, key: str) -> float:
+    return statistics.median(run[key] for run in runs)
+
+
+def report(results: dict, sinks: dict) -> None:
+    us = lambda value: f"{value:.0f} µs" if value < 1000 else f"{value / 1000:.2f} ms"
+    rows = ["| target | req/s at c=64 | p99 at c=64 | p50 at c=1 | p99 at c=1 | p99.9 at c=1 | errors |",
+            "|---|---|---|---|---|---|---|"]
+    for name in ("direct", "reference proxy", "bff"):
+        hot, cold = results[(name, 64)], results[(name, 1)]
+        errors = sum(run["errors"] for run in hot + cold)
+        rows.append(f"| {name} | {median(hot, 'rps'):,.0f} | {us(median(hot, 'p99'))} | {us(median(cold, 'p50'))} "
+                    f"| {us(median(cold, 'p99'))} | {us(median(cold, 'p999'))} | {errors} |")
+    ratio = median(results[("bff", 64)], "rps") / median(results[("reference proxy", 64)], "rps")
+    added = median(results[("bff", 1)], "p50") - median(results[("reference proxy", 1)], "p50")
+    lines = [
+        f"Machine: {machine()}. Command: `make bench` (wrk {DURATION} per run, {ROUNDS} alternating rounds, medians).",
+        "",
+        *rows,
+        "",
+        f"- bff / reference proxy throughput at c=64: **{ratio:.0%}** (target ≥ 60 %).",
+        f"- bff's added p50 at c=1 over the reference proxy: **{us(added)}** (target ≤ 50 µs).",
+        f"- Telemetry during the runs: {json.dumps(sinks, sort_keys=True)} (target: 0 spooled, 0 dropped).",
+    ]
+    table = "\n".join(lines)
+    print(table)
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    start, end = "<!-- BENCH:START -->", "<!-- BENCH:END -->"
+    if start in text and end in text:
+        text = text.split(start)[0] + f"{start}\n{table}\n{end}" + text.split(end, 1)[1]
+    else:
+        text += f"\n{start}\n{table}\n{end}\n"
+    path.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
