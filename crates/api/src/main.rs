@@ -72,10 +72,13 @@ fn main() -> ExitCode {
 
 fn serve(settings: Settings) -> ExitCode {
     let format = settings.log_format;
-    if let Err(error) = init_logging(format, &settings.log_filter) {
-        eprintln!("bff: {error}");
-        return ExitCode::from(2);
-    }
+    let _log_writer = match init_logging(format, &settings.log_filter) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("bff: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let result = actix_web::rt::System::new().block_on(async move {
         let application = Application::build(settings).await?;
         application

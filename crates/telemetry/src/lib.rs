@@ -13,7 +13,8 @@
 //!   everything: queued, exported, retried, spooled, replayed, rejected, dropped, last error.
 //! - [`TelemetrySink`]: the one trait behind [`LangfuseSink`] (OTLP/HTTP protobuf, gzip, to
 //!   `/api/public/otel/v1/traces`, or any OTLP collector) and [`HeliconeSink`] (async log).
-//! - [`init_logging`]: `tracing-subscriber` with the given filter (`RUST_LOG` syntax), JSON or pretty.
+//! - [`init_logging`]: `tracing-subscriber` with the given filter (`RUST_LOG` syntax), JSON or
+//!   pretty, written to stdout by a dedicated thread (hold the returned [`LogGuard`]).
 //!
 //! ## Use from another service
 //! ```no_run
@@ -49,7 +50,7 @@ pub use counters::{SinkCounters, SinkStats};
 pub use error::TelemetryError;
 pub use helicone::{HeliconeConfig, HeliconeSink, helicone_request_id, log_body};
 pub use langfuse::{GENERATION_NAME, LangfuseConfig, LangfuseSink, basic_authorization};
-pub use logging::{LogFormat, init_logging};
+pub use logging::{LogFormat, LogGuard, init_logging};
 pub use pipeline::{Pipeline, PipelineConfig};
 pub use record::{CapturePolicy, LlmRecord, Outcome, RecordError, TokenUsage, UnixNanos};
 pub use secret::Secret;
