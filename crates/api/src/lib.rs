@@ -8,6 +8,7 @@
 //! and each route's permission in [`routes`]; errors in [`error`]; metrics in [`metrics`].
 
 pub mod context;
+pub mod diagnose;
 pub mod error;
 pub mod metrics;
 pub mod observability;

@@ -98,6 +98,41 @@ fn serve(settings: Settings) -> ExitCode {
     }
 }
 
+/// Asks Open WebUI whether it answers and accepts bff's secret; prints what it found.
+fn check_openwebui(url: &url::Url, settings: &Settings) -> bool {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            println!("error: cannot check Open WebUI: {error}");
+            return false;
+        }
+    };
+    let findings = runtime.block_on(bff_api::diagnose::openwebui(
+        url,
+        &settings.auth.webui_secret,
+        settings.auth.directory_timeout.max(Duration::from_secs(2)),
+    ));
+    let mut ok = true;
+    for finding in findings {
+        match finding {
+            Ok(fine) => println!("{fine}"),
+            Err(problem) => {
+                println!("error: {problem}");
+                ok = false;
+            }
+        }
+    }
+    if settings.auth.forward_jwt_secret.is_some() {
+        println!(
+            "note: OPENWEBUI_FORWARD_JWT_SECRET cannot be checked from here (Open WebUI only signs with it); a mismatch shows as 401 invalid_signature on forwarded requests"
+        );
+    }
+    ok
+}
+
 fn check_config(settings: &Settings) -> ExitCode {
     println!("effective configuration: {settings}");
     let mut ok = true;
@@ -119,6 +154,9 @@ fn check_config(settings: &Settings) -> ExitCode {
             println!("error: RBAC policy {error}");
             ok = false;
         }
+    }
+    if let Some(url) = &settings.auth.openwebui_url {
+        ok &= check_openwebui(url, settings);
     }
     if ok {
         println!("configuration is valid");
