@@ -1,9 +1,7 @@
 //! Chat end to end: what reaches LiteLLM, what the caller gets, what telemetry receives.
 
 use crate::helpers::*;
-use flate2::read::GzDecoder;
 use serde_json::{Value, json};
-use std::io::Read as _;
 
 #[tokio::test]
 async fn a_chat_goes_through_with_identity_and_reaches_langfuse_and_helicone() {
@@ -67,11 +65,7 @@ async fn a_chat_goes_through_with_identity_and_reaches_langfuse_and_helicone() {
     assert!(upstream.headers.get("x-openwebui-user-role").is_none());
 
     // Telemetry: one OTLP export at Langfuse with the trace id, one log at Helicone.
-    let export = &received(&app.langfuse, "/api/public/otel/v1/traces", 1).await[0];
-    let mut protobuf = Vec::new();
-    GzDecoder::new(export.body.as_slice())
-        .read_to_end(&mut protobuf)
-        .unwrap();
+    let protobuf = app.langfuse_export().await;
     assert!(contains_hex(&protobuf, &trace));
     let text = String::from_utf8_lossy(&protobuf);
     assert!(text.contains("alice"));
@@ -101,33 +95,15 @@ async fn a_service_callers_traceparent_becomes_the_parent_of_bffs_spans() {
     let app = spawn_app().await;
     app.litellm_chat().await;
     app.telemetry_up().await;
-    let response = app
-        .client
-        .post(app.url("/v1/chat/completions"))
-        .bearer_auth(SERVICE_KEY)
-        .header(
-            "traceparent",
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-        )
-        .json(&chat_body("fake-gpt", false))
-        .send()
-        .await
-        .unwrap();
+    let response = app.chat_as_service_in_trace().await;
     assert_eq!(response.status(), 200);
     let upstream = &received(&app.litellm, "/v1/chat/completions", 1).await[0];
     let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
-    assert_eq!(
-        sent["metadata"]["trace_id"],
-        "0af7651916cd43dd8448eb211c80319c"
-    );
-    let export = &received(&app.langfuse, "/api/public/otel/v1/traces", 1).await[0];
-    let mut protobuf = Vec::new();
-    GzDecoder::new(export.body.as_slice())
-        .read_to_end(&mut protobuf)
-        .unwrap();
-    assert!(contains_hex(&protobuf, "0af7651916cd43dd8448eb211c80319c"));
+    assert_eq!(sent["metadata"]["trace_id"], TRACE);
+    let protobuf = app.langfuse_export().await;
+    assert!(contains_hex(&protobuf, TRACE));
     assert!(
-        contains_hex(&protobuf, "b7ad6b7169203331"),
+        contains_hex(&protobuf, PARENT_SPAN),
         "the caller's span is the parent, not bff's own span"
     );
 }

@@ -6,6 +6,7 @@ use bff_providers::LiteLlm;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,6 +17,10 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 pub const WEBUI_SECRET: &str = "api-test-webui-secret-32-bytes!!";
 pub const SERVICE_KEY: &str = "sk-bff-service-key-for-api-tests";
 pub const LITELLM_KEY: &str = "sk-litellm-master-for-tests";
+/// A W3C trace id callers continue in tests.
+pub const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+/// The caller's span in that trace.
+pub const PARENT_SPAN: &str = "b7ad6b7169203331";
 
 /// A running bff and its fakes.
 pub struct TestApp {
@@ -202,6 +207,28 @@ impl TestApp {
             .respond_with(ResponseTemplate::new(200).set_body_raw(STREAM_BODY, "text/event-stream"))
             .mount(&self.litellm)
             .await;
+    }
+
+    /// A chat by a service-key caller continuing trace [`TRACE`] (span [`PARENT_SPAN`]).
+    pub async fn chat_as_service_in_trace(&self) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(SERVICE_KEY)
+            .header("traceparent", format!("00-{TRACE}-{PARENT_SPAN}-01"))
+            .json(&chat_body("fake-gpt", false))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The first OTLP export Langfuse received, decompressed (protobuf bytes).
+    pub async fn langfuse_export(&self) -> Vec<u8> {
+        let export = &received(&self.langfuse, "/api/public/otel/v1/traces", 1).await[0];
+        let mut protobuf = Vec::new();
+        flate2::read::GzDecoder::new(export.body.as_slice())
+            .read_to_end(&mut protobuf)
+            .unwrap();
+        protobuf
     }
 
     /// Telemetry endpoints accepting everything.

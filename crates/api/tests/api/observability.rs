@@ -1,9 +1,7 @@
 //! `/observability/*`: scoping by role, Langfuse v2 with v1 fallback, stable shapes, failures.
 
 use crate::helpers::*;
-use flate2::read::GzDecoder;
 use serde_json::{Value, json};
-use std::io::Read as _;
 use wiremock::matchers::{header, path, query_param};
 use wiremock::{Mock, ResponseTemplate};
 
@@ -284,29 +282,14 @@ async fn litellms_generation_in_the_same_trace_is_not_counted_twice() {
         .await;
     // bff's request joins the trace LiteLLM's recorded export belongs to (a service caller's
     // traceparent is adopted), so both writers' generations land in one trace.
-    let response = app
-        .client
-        .post(app.url("/v1/chat/completions"))
-        .bearer_auth(SERVICE_KEY)
-        .header(
-            "traceparent",
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-        )
-        .json(&chat_body("fake-gpt", false))
-        .send()
-        .await
-        .unwrap();
+    let response = app.chat_as_service_in_trace().await;
     assert_eq!(response.status(), 200);
-    let export = &received(&app.langfuse, "/api/public/otel/v1/traces", 1).await[0];
-    let mut bff_export = Vec::new();
-    GzDecoder::new(export.body.as_slice())
-        .read_to_end(&mut bff_export)
-        .unwrap();
+    let bff_export = app.langfuse_export().await;
     let litellm_export = include_bytes!("../fixtures/litellm-1.108.7-langfuse-otlp.bin");
     let mut store = langfuse_store::Store::default();
     store.ingest(&bff_export);
     store.ingest(litellm_export);
-    assert_eq!(store.generations_in("0af7651916cd43dd8448eb211c80319c"), 2);
+    assert_eq!(store.generations_in(TRACE), 2);
 
     // Langfuse answers bff's usage query from everything it stored, with the query's filters.
     Mock::given(path("/api/public/v2/metrics"))
