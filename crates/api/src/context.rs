@@ -219,13 +219,13 @@ fn log_finished<B>(
     upstream: Duration,
 ) {
     let extensions = response.request().extensions();
-    let info = extensions.get::<RequestInfo>().cloned();
     let identity = extensions.get::<Identity>();
-    let trace_id = info
-        .as_ref()
-        .map(|info| info.clone().resolved(identity).trace_id);
-    if let Some(trace_id) = &trace_id {
-        span.record("trace_id", tracing::field::display(trace_id));
+    let info = extensions
+        .get::<RequestInfo>()
+        .cloned()
+        .map(|info| info.resolved(identity));
+    if let Some(info) = &info {
+        span.record("trace_id", tracing::field::display(&info.trace_id));
     }
     let client_request_id = info.and_then(|info| info.client_request_id);
     let (outcome, error_code) = outcome_of(response);

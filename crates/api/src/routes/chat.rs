@@ -34,8 +34,18 @@ pub async fn completions(
 ) -> Result<HttpResponse, ApiError> {
     let chat = admit(&request, &body, &identity, &state)?;
     let stream = chat.stream == Some(true);
-    let ticket = take_quota(&request, &identity, &state, &chat.model).await?;
-    handle(request, identity, state.into_inner(), chat, stream, ticket).await
+    let info = RequestInfo::of(&request);
+    let ticket = take_quota(&info, &identity, &state, &chat.model).await?;
+    handle(
+        request,
+        info,
+        identity,
+        state.into_inner(),
+        chat,
+        stream,
+        ticket,
+    )
+    .await
 }
 
 /// Always-streaming chat.
@@ -46,8 +56,18 @@ pub async fn stream(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let chat = admit(&request, &body, &identity, &state)?;
-    let ticket = take_quota(&request, &identity, &state, &chat.model).await?;
-    handle(request, identity, state.into_inner(), chat, true, ticket).await
+    let info = RequestInfo::of(&request);
+    let ticket = take_quota(&info, &identity, &state, &chat.model).await?;
+    handle(
+        request,
+        info,
+        identity,
+        state.into_inner(),
+        chat,
+        true,
+        ticket,
+    )
+    .await
 }
 
 /// Everything decided before LiteLLM is called: the body is JSON, every OpenAI parameter has
@@ -86,7 +106,7 @@ fn admit(
 /// request ends, or a 429 (503 when the counters cannot be reached and the fail mode is
 /// closed). Never reaches LiteLLM when refused.
 async fn take_quota(
-    request: &HttpRequest,
+    info: &RequestInfo,
     identity: &Identity,
     state: &AppState,
     model: &str,
@@ -95,10 +115,9 @@ async fn take_quota(
         .gate
         .policy()
         .limits_for(&identity.user_id, identity.role.as_deref(), model);
-    let request_id = RequestInfo::of(request).request_id;
     Ok(state
         .quota
-        .admit(&identity.user_id, &limits, &request_id)
+        .admit(&identity.user_id, &limits, &info.request_id)
         .await?)
 }
 
@@ -125,13 +144,13 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 
 async fn handle(
     request: HttpRequest,
+    info: RequestInfo,
     identity: Identity,
     state: Arc<AppState>,
     chat: ChatRequest,
     stream: bool,
     ticket: Ticket,
 ) -> Result<HttpResponse, ApiError> {
-    let info = RequestInfo::of(&request);
     let route = request
         .match_pattern()
         .unwrap_or_else(|| request.path().to_owned());
