@@ -20,7 +20,7 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, HttpResponse, web};
-use bff_auth::{AuthError, AuthMethod, Identity};
+use bff_auth::{AuthError, AuthMethod, Identity, sanitize_label};
 use bff_providers::TraceId;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -38,9 +38,6 @@ pub const PUBLIC_ROUTES: [&str; 5] = [
 
 /// The request id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Longest kept client request id.
-const MAX_CLIENT_REQUEST_ID: usize = 128;
 
 /// A caller's `traceparent`: honoured only when the caller is a trusted backend.
 #[derive(Debug, Clone)]
@@ -83,7 +80,7 @@ impl RequestInfo {
     fn new(client_request_id: Option<&str>, traceparent: Option<&str>) -> Self {
         Self {
             request_id: uuid::Uuid::now_v7().to_string(),
-            client_request_id: client_request_id.and_then(sanitize_request_id),
+            client_request_id: client_request_id.and_then(sanitize_label),
             trace_id: TraceId::random(),
             parent_span_id: None,
             incoming: traceparent.and_then(incoming_trace),
@@ -122,16 +119,6 @@ fn incoming_trace(header: &str) -> Option<IncomingTrace> {
 /// histogram).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UpstreamWait(pub Duration);
-
-/// Keeps `[A-Za-z0-9._:-]`, at most 128 characters; `None` if nothing usable is left.
-fn sanitize_request_id(raw: &str) -> Option<String> {
-    let clean: String = raw
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
-        .take(MAX_CLIENT_REQUEST_ID)
-        .collect();
-    (!clean.is_empty()).then_some(clean)
-}
 
 /// The method as a metrics label: a fixed set, whatever a client sends.
 fn method_label(method: &Method) -> &'static str {
@@ -408,19 +395,5 @@ mod tests {
         );
         let denied = failed(AuthError::CookieNotAccepted.into());
         assert_eq!(outcome_of(&denied), ("error", Some("cookie_not_accepted")));
-    }
-
-    #[test]
-    fn request_ids_are_sanitised_and_bounded() {
-        assert_eq!(
-            sanitize_request_id("abc-123_x.y:z").as_deref(),
-            Some("abc-123_x.y:z")
-        );
-        assert_eq!(
-            sanitize_request_id("a b\r\nc<script>").as_deref(),
-            Some("abcscript")
-        );
-        assert_eq!(sanitize_request_id("\u{1F600}\n"), None);
-        assert_eq!(sanitize_request_id(&"x".repeat(500)).unwrap().len(), 128);
     }
 }

@@ -1,7 +1,7 @@
 //! Turning a request's credentials into an [`Identity`], and the [`Gate`] that adds RBAC.
 
 use crate::cache::CachedDirectory;
-use crate::credentials::{BearerError, RequestCredentials, bearer_credential};
+use crate::credentials::{BearerError, RequestCredentials, bearer_credential, sanitize_label};
 use crate::directory::{
     DirectoryCredential, DirectoryError, DirectoryUser, OpenWebUiDirectory, UserDirectory,
 };
@@ -203,16 +203,6 @@ impl Authenticator {
         }
         Ok(identity_from_directory(user, AuthMethod::Session))
     }
-}
-
-/// Keeps `[A-Za-z0-9._:-]`, at most 128 characters; `None` if nothing is left.
-fn sanitize_label(raw: &str) -> Option<String> {
-    let clean: String = raw
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
-        .take(128)
-        .collect();
-    (!clean.is_empty()).then_some(clean)
 }
 
 /// What follows `sk-` in the API keys Open WebUI issues: 32 hex digits (a UUID's hex).

@@ -132,6 +132,17 @@ fn set_once_secret(slot: &mut Option<Secret>, value: &str) {
     }
 }
 
+/// A caller-supplied label (chat id, request id) made safe to log and to key on: keeps
+/// `[A-Za-z0-9._:-]`, at most 128 characters; `None` if nothing is left.
+pub fn sanitize_label(raw: &str) -> Option<String> {
+    let clean: String = raw
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+        .take(128)
+        .collect();
+    (!clean.is_empty()).then_some(clean)
+}
+
 /// Finds `name=value` in a `Cookie` header.
 fn cookie_value(header: &str, name: &str) -> Option<String> {
     header.split(';').find_map(|pair| {
@@ -164,6 +175,20 @@ pub(crate) enum BearerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_sanitised_and_bounded() {
+        assert_eq!(
+            sanitize_label("abc-123_x.y:z").as_deref(),
+            Some("abc-123_x.y:z")
+        );
+        assert_eq!(
+            sanitize_label("a b\r\nc<script>").as_deref(),
+            Some("abcscript")
+        );
+        assert_eq!(sanitize_label("\u{1F600}\n"), None);
+        assert_eq!(sanitize_label(&"x".repeat(500)).unwrap().len(), 128);
+    }
 
     fn collect(headers: &[(&'static str, &'static str)]) -> RequestCredentials {
         RequestCredentials::from_headers(

@@ -71,7 +71,7 @@ pub use cache::CachedDirectory;
 pub use credentials::{
     AUTH_TYPE_HEADER, CHAT_ID_HEADER, FORWARDED_JWT_HEADER, FORWARDED_USER_EMAIL_HEADER,
     FORWARDED_USER_ID_HEADER, FORWARDED_USER_NAME_HEADER, FORWARDED_USER_ROLE_HEADER,
-    RequestCredentials, TOKEN_COOKIE,
+    RequestCredentials, TOKEN_COOKIE, sanitize_label,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use directory::MockUserDirectory;
