@@ -413,6 +413,19 @@ mod tests {
 
     const DEFAULT_POLICY: &str = include_str!("../../../config/rbac.toml");
 
+    /// A session user with `role`.
+    fn caller(role: Option<&str>) -> Identity {
+        Identity {
+            user_id: "u-1".into(),
+            role: role.map(str::to_owned),
+            email: None,
+            name: None,
+            chat_id: None,
+            openwebui_auth_type: None,
+            via: AuthMethod::Session,
+        }
+    }
+
     fn default_policy() -> Policy {
         Policy::parse(DEFAULT_POLICY, "config/rbac.toml").unwrap()
     }
@@ -451,15 +464,7 @@ mod tests {
     #[test]
     fn denials_say_why() {
         let policy = default_policy();
-        let identity = |role: Option<&str>| Identity {
-            user_id: "u-1".into(),
-            role: role.map(str::to_owned),
-            email: None,
-            name: None,
-            chat_id: None,
-            openwebui_auth_type: None,
-            via: AuthMethod::Session,
-        };
+        let identity = caller;
         let message = |role| {
             policy
                 .check(&identity(role), Permission::Chat)
@@ -526,15 +531,7 @@ allow_params = ["fallbacks"]
             "inline",
         )
         .unwrap();
-        let caller = |role: &str| Identity {
-            user_id: "u".into(),
-            role: Some(role.into()),
-            email: None,
-            name: None,
-            chat_id: None,
-            openwebui_auth_type: None,
-            via: AuthMethod::Session,
-        };
+        let caller = |role: &str| caller(Some(role));
         let fallbacks = ["fallbacks".to_owned()];
         assert!(
             policy
