@@ -238,15 +238,6 @@ impl Policy {
             .unwrap_or_default()
     }
 
-    /// Whether any role or user has a limit (when none does, quotas cost nothing).
-    pub fn has_limits(&self) -> bool {
-        self.users.values().any(|limits| !limits.is_empty())
-            || self
-                .roles
-                .values()
-                .any(|grant| !grant.limits.is_empty() || !grant.model_limits.is_empty())
-    }
-
     /// The role given to callers that present only a service key.
     pub fn service_role(&self) -> &str {
         &self.service_role
@@ -572,7 +563,6 @@ monthly_budget_usd = 200.0
             "inline",
         )
         .unwrap();
-        assert!(policy.has_limits());
         let limits = policy.limits_for("u-7", Some("user"), "gpt-4o-mini");
         assert_eq!(limits.account.requests_per_minute, Some(60));
         assert_eq!(limits.account.monthly_budget_usd, Some(200.0));
