@@ -114,9 +114,10 @@ impl ByteBudget {
             .is_ok()
     }
 
-    /// Gives back what a record took when it leaves a channel.
-    fn release(&self, record: &LlmRecord) {
-        self.give_back(record.approx_bytes());
+    /// Gives back what a record took as it leaves a channel, and hands the record on.
+    fn release(&self, queued: Queued) -> SharedRecord {
+        self.give_back(queued.bytes);
+        queued.record
     }
 
     fn give_back(&self, bytes: usize) {
@@ -129,12 +130,19 @@ impl ByteBudget {
 }
 
 type SharedRecord = Arc<LlmRecord>;
+
+/// A record in a channel, with the bytes it holds against the budget (measured once, in
+/// `record()`).
+struct Queued {
+    record: SharedRecord,
+    bytes: usize,
+}
 type SharedSpool = Arc<Mutex<Spool>>;
 
 struct SinkHandle {
     name: String,
-    queue: mpsc::Sender<SharedRecord>,
-    overflow: mpsc::Sender<SharedRecord>,
+    queue: mpsc::Sender<Queued>,
+    overflow: mpsc::Sender<Queued>,
     counters: Arc<SinkCounters>,
     /// Bytes waiting in `queue`.
     queue_budget: Arc<ByteBudget>,
@@ -147,7 +155,11 @@ impl SinkHandle {
     /// writer; when that backlog is full too, drops it, counted and logged.
     fn offer(&self, record: &SharedRecord, bytes: usize) {
         if self.queue_budget.reserve(bytes) {
-            match self.queue.try_send(Arc::clone(record)) {
+            let queued = Queued {
+                record: Arc::clone(record),
+                bytes,
+            };
+            match self.queue.try_send(queued) {
                 Ok(()) => {
                     self.counters.add(Counter::Queued, 1);
                     return;
@@ -162,7 +174,11 @@ impl SinkHandle {
             }
         }
         if self.overflow_budget.reserve(bytes) {
-            if self.overflow.try_send(Arc::clone(record)).is_ok() {
+            let queued = Queued {
+                record: Arc::clone(record),
+                bytes,
+            };
+            if self.overflow.try_send(queued).is_ok() {
                 return;
             }
             self.overflow_budget.give_back(bytes);
@@ -357,7 +373,7 @@ impl Spooler {
 }
 
 async fn run_overflow_writer(
-    mut overflow: mpsc::Receiver<SharedRecord>,
+    mut overflow: mpsc::Receiver<Queued>,
     budget: Arc<ByteBudget>,
     spooler: Spooler,
     mut shutdown: watch::Receiver<Option<Instant>>,
@@ -368,14 +384,10 @@ async fn run_overflow_writer(
             _ = shutdown.changed() => None,
         };
         let Some(first) = first else { break };
-        budget.release(&first);
-        let mut batch = vec![first];
+        let mut batch = vec![budget.release(first)];
         while batch.len() < 1024 {
             match overflow.try_recv() {
-                Ok(record) => {
-                    budget.release(&record);
-                    batch.push(record);
-                }
+                Ok(queued) => batch.push(budget.release(queued)),
                 Err(_) => break,
             }
         }
@@ -383,16 +395,15 @@ async fn run_overflow_writer(
     }
     overflow.close();
     let mut rest = Vec::new();
-    while let Ok(record) = overflow.try_recv() {
-        budget.release(&record);
-        rest.push(record);
+    while let Ok(queued) = overflow.try_recv() {
+        rest.push(budget.release(queued));
     }
     spooler.store(rest, "queue full at shutdown").await;
 }
 
 struct Worker {
     sink: Arc<dyn TelemetrySink>,
-    queue: mpsc::Receiver<SharedRecord>,
+    queue: mpsc::Receiver<Queued>,
     spooler: Spooler,
     config: Arc<PipelineConfig>,
     shutdown: watch::Receiver<Option<Instant>>,
@@ -445,17 +456,13 @@ impl Worker {
 
     /// A batch starting with `first`: up to `batch_size` records, or what arrived within
     /// `flush_interval`, or what there is when shutdown begins.
-    async fn fill_batch(&mut self, first: SharedRecord) -> Vec<SharedRecord> {
-        self.queue_budget.release(&first);
-        let mut batch = vec![first];
+    async fn fill_batch(&mut self, first: Queued) -> Vec<SharedRecord> {
+        let mut batch = vec![self.queue_budget.release(first)];
         let flush_at = after(self.config.flush_interval);
         while batch.len() < self.config.batch_size && self.stopping().is_none() {
             tokio::select! {
                 record = self.queue.recv() => match record {
-                    Some(record) => {
-                        self.queue_budget.release(&record);
-                        batch.push(record);
-                    }
+                    Some(queued) => batch.push(self.queue_budget.release(queued)),
                     None => break,
                 },
                 _ = self.shutdown.changed() => break,
@@ -470,9 +477,8 @@ impl Worker {
     async fn drain(&mut self) {
         self.queue.close();
         let mut rest = Vec::new();
-        while let Ok(record) = self.queue.try_recv() {
-            self.queue_budget.release(&record);
-            rest.push(record);
+        while let Ok(queued) = self.queue.try_recv() {
+            rest.push(self.queue_budget.release(queued));
         }
         let deadline = self.stopping().unwrap_or_else(Instant::now);
         let batch_size = self.config.batch_size.max(1);
