@@ -60,9 +60,11 @@ def free_port() -> int:
 
 
 def ensure_tools() -> None:
-    missing = [tool for tool in ("nginx", "wrk") if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}")]
+    tools = ("nginx", "wrk", "perf") if os.environ.get("BENCH_PROFILE") else ("nginx", "wrk")
+    missing = [tool for tool in tools if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}")]
     if missing:
-        packages = ["nginx-light" if tool == "nginx" else tool for tool in missing]
+        package = {"nginx": "nginx-light", "perf": "linux-perf"}
+        packages = [package.get(tool, tool) for tool in missing]
         print(f"installing {', '.join(packages)} from Debian ...", file=sys.stderr)
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True)
