@@ -1,18 +1,21 @@
 # bff — developer commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test test-e2e run lint fmt fmt-check standalone unit bench bench-record help
+.PHONY: test test-e2e run run-lite lint fmt fmt-check standalone unit bench bench-record help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 test: fmt-check lint standalone unit ## everything CI checks: formatting, clippy, all tests
 
-test-e2e: ## the real bff binary against the real LiteLLM proxy (installs it into .venv/ once)
+test-e2e: ## the real bff binary between the real Open WebUI and LiteLLM (installed once into .venv*/)
 	bash scripts/e2e.sh
 
-run: ## LiteLLM (development models) + bff on loopback; prints a curl to try; Ctrl-C stops both
+run: ## Open WebUI + bff + LiteLLM (development models) on loopback, installed on first use; Ctrl-C stops all
 	bash scripts/run.sh
+
+run-lite: ## LiteLLM + bff only (no Open WebUI): callers use a service key; prints a curl to try
+	bash scripts/run.sh --lite
 
 standalone: ## each library crate builds on its own features alone (they are reused elsewhere)
 	for crate in bff-auth bff-providers bff-telemetry; do $(CARGO) check -p $$crate --locked || exit 1; done

@@ -8,16 +8,36 @@ VENV="$ROOT/.venv"
 BFF_BIN="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/debug/bff"
 
+OPENWEBUI_VENV="$ROOT/.venv-openwebui"
+UV_VERSION=0.9.5
+
 # Installs scripts/requirements.txt into .venv/ unless this exact list is already installed.
+# uv does the installing: Open WebUI's 217 pinned packages take seconds with it, minutes with pip.
 ensure_venv() {
   local stamp
-  stamp="$VENV/.installed-$(sha256sum "$ROOT/scripts/requirements.txt" | cut -c1-16)"
+  stamp="$VENV/.installed-$( (cat "$ROOT/scripts/requirements.txt"; echo "uv==$UV_VERSION") | sha256sum | cut -c1-16)"
   if [[ -f "$stamp" ]]; then
     return
   fi
-  echo "installing the pinned LiteLLM proxy into .venv/ (first run only, about a minute) ..." >&2
+  echo "installing the pinned LiteLLM proxy into .venv/ (first run only) ..." >&2
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/scripts/requirements.txt"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+  "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" -r "$ROOT/scripts/requirements.txt"
+  touch "$stamp"
+}
+
+# Installs Open WebUI (scripts/requirements-openwebui.txt, a full lock) into .venv-openwebui/.
+ensure_openwebui() {
+  local stamp
+  ensure_venv
+  stamp="$OPENWEBUI_VENV/.installed-$(sha256sum "$ROOT/scripts/requirements-openwebui.txt" | cut -c1-16)"
+  if [[ -f "$stamp" ]]; then
+    return
+  fi
+  echo "installing Open WebUI 0.12.4 into .venv-openwebui/ (first run only, about 1 GB) ..." >&2
+  python3 -m venv --clear --without-pip "$OPENWEBUI_VENV"
+  "$VENV/bin/uv" pip install --quiet --python "$OPENWEBUI_VENV/bin/python" --no-deps \
+    -r "$ROOT/scripts/requirements-openwebui.txt"
   touch "$stamp"
 }
 
@@ -62,6 +82,38 @@ start_litellm() {
   if ! wait_for "http://127.0.0.1:$port/health/liveliness" 120; then
     echo "LiteLLM did not start; its log:" >&2
     tail -n 40 "$VENV/litellm.log" >&2
+    return 1
+  fi
+}
+
+# require_free_port NAME PORT VARIABLE: stops with a sentence when something already listens on
+# PORT (say, a LiteLLM from an earlier run), instead of talking to the wrong process later.
+require_free_port() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
+    echo "port $2, wanted for $1, is already in use (an earlier run still going?);" \
+      "stop that process or choose another port with $3=..." >&2
+    exit 1
+  fi
+}
+
+# start_openwebui PORT DATA_DIR: starts Open WebUI in the background with scripts/openwebui.env
+# plus the caller's exported settings; sets OPENWEBUI_PID.
+start_openwebui() {
+  local port=$1 data=$2
+  mkdir -p "$data"
+  (
+    set -a
+    # shellcheck source=openwebui.env
+    source "$ROOT/scripts/openwebui.env"
+    set +a
+    export DATA_DIR="$data"
+    cd "$data"
+    exec "$OPENWEBUI_VENV/bin/open-webui" serve --host 127.0.0.1 --port "$port"
+  ) >"$data/openwebui.log" 2>&1 &
+  OPENWEBUI_PID=$!
+  if ! wait_for "http://127.0.0.1:$port/health" 180; then
+    echo "Open WebUI did not start; its log ($data/openwebui.log):" >&2
+    tail -n 40 "$data/openwebui.log" >&2
     return 1
   fi
 }

@@ -1,4 +1,5 @@
-"""Fixtures for the end-to-end suite: a real LiteLLM proxy and the real bff binary.
+"""Fixtures for the end-to-end suite: a real LiteLLM proxy, the real bff binary and a real
+Open WebUI 0.12.4 in front of it.
 
 `make test-e2e` runs this with the project virtualenv (scripts/e2e.sh). Every process runs on
 loopback on a free port and is stopped at the end of the session.
@@ -19,6 +20,10 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv"
 BFF_BIN = pathlib.Path(os.environ.get("BFF_BIN", ROOT / "target" / "debug" / "bff"))
+OPENWEBUI_BIN = ROOT / ".venv-openwebui" / "bin" / "open-webui"
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import openwebui_admin  # noqa: E402  (scripts/ is not a package)
 
 
 def free_port() -> int:
@@ -50,6 +55,7 @@ class Bff:
     url: str
     service_key: str
     user_jwt: str
+    log: pathlib.Path
 
     @property
     def headers(self) -> dict:
@@ -87,8 +93,9 @@ def litellm(tmp_path_factory):
     process.wait(timeout=15)
 
 
-def start_bff(work: pathlib.Path, litellm_url: str, litellm_key: str):
-    port = free_port()
+def start_bff(work: pathlib.Path, litellm_url: str, litellm_key: str, port: int | None = None, **settings):
+    """The bff binary with the e2e settings, overridden or extended by SETTINGS."""
+    port = port or free_port()
     service_key = f"sk-bff-e2e-{secrets.token_hex(16)}"
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -102,8 +109,10 @@ def start_bff(work: pathlib.Path, litellm_url: str, litellm_key: str):
         "TELEMETRY_SPOOL_DIR": "off",
         "LITELLM_MAX_ATTEMPTS": "1",
         "LOG_FORMAT": "json",
+        **settings,
     }
-    log = open(work / f"bff-{port}.log", "w", encoding="utf-8")
+    log_path = work / f"bff-{port}.log"
+    log = open(log_path, "w", encoding="utf-8")
     process = subprocess.Popen([BFF_BIN, "serve"], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT)
     wait_ok(f"http://127.0.0.1:{port}/health", 60)
     token = subprocess.run(
@@ -114,7 +123,7 @@ def start_bff(work: pathlib.Path, litellm_url: str, litellm_key: str):
         capture_output=True,
         text=True,
     ).stdout.strip()
-    return process, Bff(url=f"http://127.0.0.1:{port}", service_key=service_key, user_jwt=token)
+    return process, Bff(url=f"http://127.0.0.1:{port}", service_key=service_key, user_jwt=token, log=log_path)
 
 
 @pytest.fixture(scope="session")
@@ -132,3 +141,109 @@ def bff_without_litellm(tmp_path_factory):
     yield app
     process.terminate()
     process.wait(timeout=40)
+
+
+def openwebui_env(data: pathlib.Path) -> dict:
+    """scripts/openwebui.env (the settings `make run` uses too) plus this run's data folder."""
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(data), "DATA_DIR": str(data)}
+    for line in (ROOT / "scripts" / "openwebui.env").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key] = value
+    return env
+
+
+@dataclass
+class Account:
+    """An Open WebUI account and its session."""
+
+    id: str
+    email: str
+    password: str
+    token: str
+
+    @classmethod
+    def from_session(cls, session: dict, password: str) -> "Account":
+        return cls(id=session["id"], email=session["email"], password=password, token=session["token"])
+
+
+@dataclass
+class Stack:
+    """Open WebUI in front of bff in front of LiteLLM, as `make run` starts them."""
+
+    openwebui: str
+    bff: Bff
+    forward_secret: str
+    webui_secret: str
+    cache_ttl: int
+    admin: Account
+
+    def add_user(self, name: str, role: str) -> Account:
+        """An account the admin creates with ROLE, signed in."""
+        password = secrets.token_urlsafe(12)
+        email = f"{name}-{secrets.token_hex(4)}@bff.localhost"
+        body = {"name": name, "email": email, "password": password, "role": role}
+        openwebui_admin.expect(
+            openwebui_admin.call(self.openwebui, "POST", "/api/v1/auths/add", self.admin.token, body), "add user"
+        )
+        return Account.from_session(openwebui_admin.sign_in(self.openwebui, email, password), password)
+
+    def connect(self, auth_type: str) -> None:
+        """Points Open WebUI's connection at bff in mode 1 (`session`) or 2 (`bearer`)."""
+        key = self.bff.service_key if auth_type == "bearer" else ""
+        openwebui_admin.connect_bff(self.openwebui, self.admin.token, self.bff.url, auth_type, key)
+        # Open WebUI routes a chat only to models its last model-list refresh found.
+        openwebui_admin.expect(openwebui_admin.call(self.openwebui, "GET", "/api/models", self.admin.token), "models")
+
+
+@pytest.fixture(scope="session")
+def stack(litellm, tmp_path_factory):
+    """One Open WebUI for every scenario; its connection is switched between them."""
+    work = tmp_path_factory.mktemp("stack")
+    bff_port, openwebui_port = free_port(), free_port()
+    openwebui = f"http://127.0.0.1:{openwebui_port}"
+    webui_secret, forward_secret, cache_ttl = secrets.token_hex(32), secrets.token_hex(32), 3
+    env = {
+        **openwebui_env(work / "openwebui"),
+        "WEBUI_SECRET_KEY": webui_secret,
+        "FORWARD_USER_INFO_HEADER_JWT_SECRET": forward_secret,
+        "OPENAI_API_BASE_URLS": f"http://127.0.0.1:{bff_port}/v1",
+    }
+    (work / "openwebui").mkdir()
+    log = open(work / "openwebui.log", "w", encoding="utf-8")
+    openwebui_process = subprocess.Popen(
+        [OPENWEBUI_BIN, "serve", "--host", "127.0.0.1", "--port", str(openwebui_port)],
+        env=env,
+        cwd=work / "openwebui",
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    bff_process, bff = start_bff(
+        work,
+        litellm.url,
+        litellm.key,
+        port=bff_port,
+        OPENWEBUI_URL=openwebui,
+        WEBUI_SECRET_KEY=webui_secret,
+        OPENWEBUI_FORWARD_JWT_SECRET=forward_secret,
+        AUTH_CACHE_TTL_SECONDS=str(cache_ttl),
+    )
+    try:
+        wait_ok(f"{openwebui}/health", 180)
+    except RuntimeError:
+        openwebui_process.kill()
+        raise RuntimeError((work / "openwebui.log").read_text()[-4000:])
+    password = secrets.token_urlsafe(12)
+    session = openwebui_admin.sign_up(openwebui, "e2e admin", "admin@bff.localhost", password)
+    assert session["role"] == "admin", "the first account of a fresh Open WebUI is its admin"
+    yield Stack(
+        openwebui=openwebui,
+        bff=bff,
+        forward_secret=forward_secret,
+        webui_secret=webui_secret,
+        cache_ttl=cache_ttl,
+        admin=Account.from_session(session, password),
+    )
+    for process in (openwebui_process, bff_process):
+        process.terminate()
+        process.wait(timeout=40)
