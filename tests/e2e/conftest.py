@@ -247,3 +247,42 @@ def stack(litellm, tmp_path_factory):
     for process in (openwebui_process, bff_process):
         process.terminate()
         process.wait(timeout=40)
+
+
+SCREENSHOTS = ROOT / "target" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium, headless, driven through Debian's chromium-driver (no downloads)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1100"):
+        options.add_argument(flag)
+    service = Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
+    driver = webdriver.Chrome(options=options, service=service)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="session")
+def bff_dependencies_down(stack, tmp_path_factory):
+    """A second bff beside the stack's, for the same Open WebUI, whose LiteLLM and Langfuse do
+    not answer."""
+    process, app = start_bff(
+        tmp_path_factory.mktemp("bff-dependencies-down"),
+        f"http://127.0.0.1:{free_port()}",
+        "sk-none",
+        OPENWEBUI_URL=stack.openwebui,
+        WEBUI_SECRET_KEY=stack.webui_secret,
+        LANGFUSE_HOST=f"http://127.0.0.1:{free_port()}",
+        LANGFUSE_PUBLIC_KEY="pk-lf-e2e",
+        LANGFUSE_SECRET_KEY="sk-lf-e2e",
+    )
+    yield app
+    process.terminate()
+    process.wait(timeout=40)

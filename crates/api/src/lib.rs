@@ -16,6 +16,7 @@ pub mod quota;
 pub mod routes;
 pub mod settings;
 pub mod state;
+pub mod traffic;
 pub mod usage;
 
 use crate::context::{PUBLIC_ROUTES, request_context};
@@ -26,7 +27,7 @@ use crate::quota::redis::RedisCounters;
 use crate::quota::{BackendError, Clock, Counters, Quota, SystemClock};
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::usage::UsageLedger;
+use crate::usage::{RecentRequests, UsageLedger};
 use actix_cors::Cors;
 use actix_web::dev::Server;
 use actix_web::middleware::{Condition, from_fn};
@@ -123,6 +124,7 @@ impl Application {
             metrics,
             quota: Arc::clone(&quota),
             usage: UsageLedger::default(),
+            recent: RecentRequests::default(),
             observability,
             request_timeout: settings.request_timeout,
             environment: settings

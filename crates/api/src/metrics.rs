@@ -19,6 +19,8 @@
 //! [`MAX_SERIES`] series (past that, new label values are counted under `other`), so no
 //! caller can grow `/metrics` or bff's memory by sending new strings.
 
+use crate::routes::CHAT_ROUTES;
+use crate::traffic::Traffic;
 use bff_telemetry::SinkStats;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -222,6 +224,8 @@ pub struct Metrics {
     quota_refusals: CounterFamily,
     quota_backend: HistogramFamily,
     quota_backend_errors: CounterFamily,
+    /// The last minute of chat traffic, for the monitoring page.
+    pub traffic: Traffic,
 }
 
 impl Default for Metrics {
@@ -276,6 +280,7 @@ impl Default for Metrics {
                 "Quota counter calls that failed (unreachable or slow), by operation.",
                 &["op"],
             ),
+            traffic: Traffic::default(),
         }
     }
 }
@@ -293,11 +298,15 @@ impl Metrics {
         self.requests.add(&[route, method, &status.to_string()], 1);
         self.duration.observe(route, total);
         self.overhead.observe(route, total.saturating_sub(upstream));
+        if CHAT_ROUTES.contains(&route) {
+            self.traffic.request(status, total, upstream);
+        }
     }
 
     /// Time to the first streamed token.
     pub fn time_to_first_token(&self, model: &str, elapsed: Duration) {
         self.time_to_first_token.observe(model, elapsed);
+        self.traffic.first_token(elapsed);
     }
 
     /// A LiteLLM failure.

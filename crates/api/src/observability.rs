@@ -64,9 +64,12 @@ impl DependencyStatus {
         self.status == "down"
     }
 
-    /// The status without what the dependency said, for viewers who may not see it.
+    /// The status without what the dependency said, for viewers who may not see it: a down
+    /// dependency still says so in words.
     pub fn without_detail(mut self) -> Self {
-        self.detail = None;
+        self.detail = self
+            .is_down()
+            .then(|| "not answering or failing (an administrator sees why)".to_owned());
         self
     }
 }
@@ -108,6 +111,8 @@ pub struct TraceItem {
     pub status_message: Option<String>,
     /// Tags.
     pub tags: Vec<String>,
+    /// The trace in Langfuse's UI (when Langfuse is configured).
+    pub url: Option<String>,
 }
 
 /// A page of traces.
@@ -117,7 +122,7 @@ pub struct TracePage {
     pub data: Vec<TraceItem>,
     /// Pass back as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
-    /// `langfuse-v2` or `langfuse-v1`.
+    /// `langfuse-v2`, `langfuse-v1` or `bff` (in-process, since start).
     pub source: &'static str,
 }
 
@@ -318,6 +323,24 @@ impl Observability {
             .map_err(|_| failed(format!("{path} answered something that is not JSON")))
     }
 
+    /// The items, each with its trace's address in Langfuse's UI (`{host}/trace/{id}`, which
+    /// Langfuse redirects to the trace's project page). Ids that are not plain tokens get none.
+    fn linked(&self, items: impl Iterator<Item = TraceItem>) -> Vec<TraceItem> {
+        let host = self.langfuse.as_ref().map(|(host, _)| host);
+        items
+            .map(|mut item| {
+                let plain = |id: &&String| {
+                    id.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                };
+                item.url = host
+                    .zip(item.trace_id.as_ref().filter(plain))
+                    .map(|(host, id)| Self::join(host, &format!("trace/{id}")));
+                item
+            })
+            .collect()
+    }
+
     /// Recent traces: v2 observations (generations), or v1 traces when v2 is not served.
     pub async fn traces(&self, filter: &TraceFilter) -> Result<TracePage, ApiError> {
         let page_cursor = filter
@@ -340,7 +363,7 @@ impl Observability {
                 .await?
             {
                 return Ok(TracePage {
-                    data: items(&body).iter().map(observation_item).collect(),
+                    data: self.linked(items(&body).iter().map(observation_item)),
                     next_cursor: body
                         .pointer("/meta/cursor")
                         .and_then(Value::as_str)
@@ -372,7 +395,7 @@ impl Observability {
             .and_then(number)
             .unwrap_or(0.0);
         Ok(TracePage {
-            data: items(&body).iter().map(trace_item).collect(),
+            data: self.linked(items(&body).iter().map(trace_item)),
             next_cursor: (f64::from(page) < total_pages).then(|| format!("page:{}", page + 1)),
             source: "langfuse-v1",
         })
@@ -577,6 +600,7 @@ fn observation_item(observation: &Value) -> TraceItem {
         level: text(observation, "level"),
         status_message: text(observation, "statusMessage"),
         tags: tags(observation),
+        url: None,
     }
 }
 

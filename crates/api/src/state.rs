@@ -3,7 +3,7 @@
 use crate::metrics::Metrics;
 use crate::observability::Observability;
 use crate::quota::Quota;
-use crate::usage::UsageLedger;
+use crate::usage::{RecentRequests, UsageLedger};
 use bff_auth::Gate;
 use bff_providers::LiteLlm;
 use bff_telemetry::Pipeline;
@@ -24,6 +24,8 @@ pub struct AppState {
     pub quota: Arc<Quota>,
     /// Usage since start, for `/observability/usage` without Langfuse.
     pub usage: UsageLedger,
+    /// The latest requests, for `/observability/traces` without Langfuse.
+    pub recent: RecentRequests,
     /// Readers of the observability backends.
     pub observability: Observability,
     /// Deadline of one chat request.

@@ -1,9 +1,12 @@
-//! Tokens and cost since start, per day, model and user: what `/observability/usage` answers
-//! when Langfuse is not configured.
+//! What bff itself saw since start, in memory and bounded: tokens and cost per day, model and
+//! user ([`UsageLedger`]), and the latest requests ([`RecentRequests`]). The observability routes
+//! answer from these when Langfuse is not configured; the top users by spend always come from here
+//! (Langfuse's metrics API cannot group by user).
 
-use bff_telemetry::{LlmRecord, Outcome, UnixNanos};
+use crate::observability::TraceItem;
+use bff_telemetry::{GENERATION_NAME, LlmRecord, Outcome, UnixNanos};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 
 /// Totals of one (day, model) row.
@@ -133,6 +136,128 @@ impl UsageLedger {
     }
 }
 
+/// One user's totals over a range.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserUsage {
+    /// The user (empty for service callers without a user).
+    pub user_id: String,
+    /// Totals.
+    #[serde(flatten)]
+    pub totals: UsageTotals,
+}
+
+impl UsageLedger {
+    /// The `limit` users who spent most in `[from, to]`, by cost, then tokens.
+    pub fn top_users(&self, from: &str, to: &str, limit: usize) -> Vec<UserUsage> {
+        let mut users: HashMap<String, UsageTotals> = HashMap::new();
+        for ((day, _, user), totals) in self
+            .rows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            if day.as_str() >= from && day.as_str() <= to {
+                users.entry(user.clone()).or_default().add(totals);
+            }
+        }
+        let mut ranked: Vec<UserUsage> = users
+            .into_iter()
+            .map(|(user_id, totals)| UserUsage { user_id, totals })
+            .collect();
+        ranked.sort_by(|a, b| {
+            b.totals
+                .cost_usd
+                .total_cmp(&a.totals.cost_usd)
+                .then(b.totals.total_tokens.cmp(&a.totals.total_tokens))
+                .then_with(|| a.user_id.cmp(&b.user_id))
+        });
+        ranked.truncate(limit);
+        ranked
+    }
+}
+
+/// Most requests [`RecentRequests`] keeps.
+pub const MAX_RECENT: usize = 1_000;
+
+/// The latest finished chat requests, newest last, at most [`MAX_RECENT`].
+#[derive(Debug, Default)]
+pub struct RecentRequests {
+    items: Mutex<VecDeque<TraceItem>>,
+}
+
+impl RecentRequests {
+    /// Adds one finished request, forgetting the oldest past [`MAX_RECENT`].
+    pub fn add(&self, record: &LlmRecord) {
+        let item = trace_item(record);
+        let mut items = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+        if items.len() >= MAX_RECENT {
+            items.pop_front();
+        }
+        items.push_back(item);
+    }
+
+    /// Up to `limit` of the latest, newest first, for one user or all.
+    pub fn latest(&self, user: Option<&str>, limit: usize) -> Vec<TraceItem> {
+        self.items
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .rev()
+            .filter(|item| user.is_none_or(|user| item.user_id.as_deref() == Some(user)))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+}
+
+fn millis_between(start: UnixNanos, end: UnixNanos) -> f64 {
+    end.0.saturating_sub(start.0) as f64 / 1e6
+}
+
+/// A record as the traces panel shows it: the same level and status message as the Langfuse
+/// generation bff exports for it.
+fn trace_item(record: &LlmRecord) -> TraceItem {
+    let usage = record.usage.clone().unwrap_or_default();
+    let (level, status_message) = match record.outcome {
+        Outcome::Ok => ("DEFAULT", None),
+        Outcome::Error => (
+            "ERROR",
+            record
+                .error
+                .as_ref()
+                .map(|error| format!("{}: {}", error.kind, error.message)),
+        ),
+        Outcome::Cancelled => ("WARNING", Some("cancelled: the client disconnected".into())),
+    };
+    TraceItem {
+        trace_id: Some(record.trace_id.clone()),
+        observation_id: None,
+        name: Some(GENERATION_NAME.into()),
+        user_id: record.user_id.clone(),
+        session_id: record.session_id.clone(),
+        model: Some(
+            record
+                .model_served
+                .clone()
+                .unwrap_or_else(|| record.model_requested.clone()),
+        ),
+        start_time: Some(record.started_at.to_rfc3339()),
+        end_time: Some(record.ended_at.to_rfc3339()),
+        latency_ms: Some(millis_between(record.started_at, record.ended_at)),
+        time_to_first_token_ms: record
+            .first_token_at
+            .map(|first| millis_between(record.started_at, first)),
+        input_tokens: usage.input,
+        output_tokens: usage.output,
+        total_tokens: usage.total,
+        cost_usd: record.cost_usd,
+        level: Some(level.into()),
+        status_message,
+        tags: record.tags.clone(),
+        url: None,
+    }
+}
+
 /// `YYYY-MM-DD` of a time.
 pub fn day_of(time: UnixNanos) -> String {
     time.to_rfc3339().chars().take(10).collect()
@@ -155,6 +280,56 @@ mod tests {
         });
         record.cost_usd = Some(0.5);
         record
+    }
+
+    #[test]
+    fn top_users_rank_by_cost_within_the_range() {
+        let day1 = 1_767_225_600_000_000_000; // 2026-01-01
+        let ledger = UsageLedger::default();
+        ledger.add(&record("alice", "m1", day1, 10));
+        ledger.add(&record("bob", "m1", day1, 5));
+        ledger.add(&record("bob", "m2", day1, 5));
+        ledger.add(&record("carol", "m1", day1 + 86_400_000_000_000, 99));
+        let top = ledger.top_users("2026-01-01", "2026-01-01", 10);
+        let ranked: Vec<_> = top
+            .iter()
+            .map(|u| (u.user_id.as_str(), u.totals.cost_usd))
+            .collect();
+        assert_eq!(ranked, [("bob", 1.0), ("alice", 0.5)]);
+        assert_eq!(
+            ledger.top_users("2026-01-01", "2026-01-02", 1)[0].user_id,
+            "bob"
+        );
+    }
+
+    #[test]
+    fn recent_requests_are_bounded_newest_first_and_filtered_by_user() {
+        let recent = RecentRequests::default();
+        for n in 0..MAX_RECENT + 10 {
+            let user = if n % 2 == 0 { "alice" } else { "bob" };
+            recent.add(&record(user, &format!("m{n}"), 0, 1));
+        }
+        assert_eq!(recent.latest(None, usize::MAX).len(), MAX_RECENT);
+        let alice = recent.latest(Some("alice"), 2);
+        let models: Vec<_> = alice.iter().map(|item| item.model.as_deref()).collect();
+        assert_eq!(models, [Some("m1008"), Some("m1006")]);
+    }
+
+    #[test]
+    fn a_failed_request_shows_its_error_code_first() {
+        let mut failed = record("alice", "m", 0, 1);
+        failed.outcome = Outcome::Error;
+        failed.error = Some(bff_telemetry::RecordError {
+            kind: "rate_limited".into(),
+            message: "slow down".into(),
+            status: Some(429),
+        });
+        let item = trace_item(&failed);
+        assert_eq!(item.level.as_deref(), Some("ERROR"));
+        assert_eq!(
+            item.status_message.as_deref(),
+            Some("rate_limited: slow down")
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use crate::context::{RequestInfo, UpstreamWait};
 use crate::error::{ApiError, render};
 use crate::quota::{Spend, Ticket};
 use crate::state::AppState;
+use crate::traffic::OpenStream;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use bff_auth::Identity;
 use bff_providers::{
@@ -264,6 +265,7 @@ async fn start_stream(
     let relay = Relay {
         upstream,
         pending: Some(Pending {
+            _open: state.metrics.traffic.stream_opened(),
             state,
             record,
             ticket,
@@ -304,7 +306,8 @@ fn record_error(error: &ApiError) -> RecordError {
     }
 }
 
-/// Hands a finished record to the quota, telemetry and the usage ledger (all non-blocking).
+/// Hands a finished record to the quota, telemetry, the usage ledger and the recent requests
+/// (all non-blocking).
 fn finish(state: &AppState, record: LlmRecord, ticket: Ticket) {
     ticket.settle(Spend {
         tokens: record.usage.as_ref().map_or(0, |usage| {
@@ -315,6 +318,7 @@ fn finish(state: &AppState, record: LlmRecord, ticket: Ticket) {
         cost_usd: record.cost_usd.unwrap_or(0.0),
     });
     state.usage.add(&record);
+    state.recent.add(&record);
     state.telemetry.record(record);
 }
 
@@ -337,6 +341,8 @@ fn token_usage(usage: &Usage) -> TokenUsage {
 
 /// What a stream still has to record when it ends, however it ends.
 struct Pending {
+    /// Counts the stream as open (monitoring's "active streams") until it is recorded.
+    _open: OpenStream,
     state: Arc<AppState>,
     record: LlmRecord,
     ticket: Ticket,

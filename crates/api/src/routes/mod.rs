@@ -7,7 +7,7 @@ pub mod ops;
 pub mod quota;
 
 /// Every route bff serves, as `(method, path)`; the deploy kit's routes must point at these.
-pub const ROUTES: [(&str, &str); 14] = [
+pub const ROUTES: [(&str, &str); 16] = [
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/monitoring"),
@@ -21,8 +21,13 @@ pub const ROUTES: [(&str, &str); 14] = [
     ("GET", "/observability/health"),
     ("GET", "/observability/traces"),
     ("GET", "/observability/usage"),
+    ("GET", "/observability/usage/users"),
     ("GET", "/observability/quota"),
+    ("GET", "/observability/traffic"),
 ];
+
+/// The routes that call LiteLLM for a chat: what the monitoring page's traffic panel counts.
+pub const CHAT_ROUTES: [&str; 3] = ["/chat/completions", "/chat/stream", "/v1/chat/completions"];
 
 use actix_web::middleware::Condition;
 use actix_web::web;
@@ -71,6 +76,12 @@ pub fn configure(config: &mut web::ServiceConfig, gate: &Gate, metrics_require_a
                 .route("/health", web::get().to(observability::health))
                 .route("/traces", web::get().to(observability::traces))
                 .route("/usage", web::get().to(observability::usage))
-                .route("/quota", web::get().to(quota::quota)),
+                .service(
+                    web::resource("/usage/users") // everyone's spend ranked: admins only
+                        .wrap(gate.require(Permission::ObservabilityAll))
+                        .route(web::get().to(observability::top_users)),
+                )
+                .route("/quota", web::get().to(quota::quota))
+                .route("/traffic", web::get().to(observability::traffic)),
         );
 }

@@ -1,10 +1,11 @@
-//! `GET /observability/health`, `/observability/traces`, `/observability/usage`.
+//! `GET /observability/health`, `/traces`, `/usage`, `/usage/users` and `/traffic`.
 //!
 //! Scoping: a caller with `observability:all` may pass `user_id` (or none, for everyone);
-//! anyone else only ever sees their own user id, whatever they ask for.
+//! anyone else only ever sees their own user id, whatever they ask for. `/usage/users` (everyone's
+//! spend) is for `observability:all` only; `/traffic` is bff-wide counts with no user in them.
 
 use crate::error::ApiError;
-use crate::observability::{DependencyStatus, MAX_PAGE, TraceFilter, UsageReport};
+use crate::observability::{DependencyStatus, MAX_PAGE, TraceFilter, TracePage, UsageReport};
 use crate::routes::ops::{litellm_status, redis_status};
 use crate::state::AppState;
 use crate::usage::{UsageTotals, day_of};
@@ -29,6 +30,18 @@ pub struct TracesQuery {
     from: Option<String>,
     /// Range end, RFC 3339.
     to: Option<String>,
+}
+
+/// Query of `/observability/usage/users`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopUsersQuery {
+    /// First day, `YYYY-MM-DD` (default: six days before `to`).
+    from: Option<String>,
+    /// Last day, `YYYY-MM-DD` (default: today, UTC).
+    to: Option<String>,
+    /// How many users, 1..=100 (default 10).
+    limit: Option<u32>,
 }
 
 /// Query of `/observability/usage`.
@@ -88,12 +101,14 @@ pub async fn health(identity: Identity, state: web::Data<AppState>) -> HttpRespo
     let healthy = !dependencies.iter().any(|d| d.is_down());
     HttpResponse::Ok().json(json!({
         "status": if healthy { "ok" } else { "degraded" },
+        "checked_at": UnixNanos::now().to_rfc3339(),
         "dependencies": dependencies,
         "telemetry": telemetry,
     }))
 }
 
-/// Recent traces from Langfuse, paginated.
+/// Recent traces from Langfuse, paginated; without Langfuse, bff's own latest requests (since
+/// start, newest first, one page).
 pub async fn traces(
     identity: Identity,
     state: web::Data<AppState>,
@@ -124,7 +139,16 @@ pub async fn traces(
         from: query.from,
         to: query.to,
     };
-    let page = state.observability.traces(&filter).await?;
+    let page = if state.observability.has_langfuse() {
+        state.observability.traces(&filter).await?
+    } else {
+        let limit = usize::try_from(filter.limit).unwrap_or(usize::MAX);
+        TracePage {
+            data: state.recent.latest(filter.user_id.as_deref(), limit),
+            next_cursor: None,
+            source: "bff",
+        }
+    };
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -134,19 +158,15 @@ fn parse_day(name: &'static str, value: &str) -> Result<SystemTime, ApiError> {
     })
 }
 
-/// Tokens and cost per model and per day over a range.
-pub async fn usage(
-    identity: Identity,
-    state: web::Data<AppState>,
-    query: web::Query<UsageQuery>,
-) -> Result<HttpResponse, ApiError> {
-    const DAY: Duration = Duration::from_secs(86_400);
-    let query = query.into_inner();
-    let to = match &query.to {
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// The days `from..=to` of a query (default: the last seven), checked.
+fn day_range(from: Option<&str>, to: Option<&str>) -> Result<(SystemTime, SystemTime), ApiError> {
+    let to = match to {
         Some(day) => parse_day("to", day)?,
         None => parse_day("to", &day_of(UnixNanos::now()))?,
     };
-    let from = match &query.from {
+    let from = match from {
         Some(day) => parse_day("from", day)?,
         None => to - DAY * 6,
     };
@@ -162,6 +182,17 @@ pub async fn usage(
             None,
         ));
     }
+    Ok((from, to))
+}
+
+/// Tokens and cost per model and per day over a range.
+pub async fn usage(
+    identity: Identity,
+    state: web::Data<AppState>,
+    query: web::Query<UsageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let (from, to) = day_range(query.from.as_deref(), query.to.as_deref())?;
     let user = scoped_user(&state, &identity, query.user_id);
     let from_day = day_of(UnixNanos::from(from));
     let to_day = day_of(UnixNanos::from(to));
@@ -194,4 +225,38 @@ pub async fn usage(
         rows,
         totals,
     }))
+}
+
+/// The users who spent most over a range (admins), from bff's own counters since start: Langfuse's
+/// metrics API cannot group by user.
+pub async fn top_users(
+    state: web::Data<AppState>,
+    query: web::Query<TopUsersQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let limit = query.limit.unwrap_or(10);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            format!("`limit` must be between 1 and {MAX_PAGE}"),
+            Some("limit"),
+        ));
+    }
+    let (from, to) = day_range(query.from.as_deref(), query.to.as_deref())?;
+    let (from_day, to_day) = (day_of(UnixNanos::from(from)), day_of(UnixNanos::from(to)));
+    let users = state.usage.top_users(
+        &from_day,
+        &to_day,
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    );
+    Ok(HttpResponse::Ok().json(json!({
+        "from": from_day,
+        "to": to_day,
+        "source": "bff",
+        "users": users,
+    })))
+}
+
+/// Chat traffic over the last minute, bff-wide (see [`crate::traffic`]).
+pub async fn traffic(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.metrics.traffic.report())
 }

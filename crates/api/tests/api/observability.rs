@@ -46,6 +46,14 @@ async fn traces_come_from_v2_observations_in_a_stable_shape_scoped_by_role() {
     assert_eq!(item["cost_usd"], 0.000023);
     assert_eq!(item["latency_ms"], 990.0);
     assert_eq!(item["name"], "/v1/chat/completions");
+    assert_eq!(
+        item["url"],
+        format!(
+            "{}/trace/0af7651916cd43dd8448eb211c80319c",
+            app.langfuse.uri()
+        ),
+        "each trace links to Langfuse's UI"
+    );
 
     app.get("/observability/traces?user_id=carol", Some(&admin))
         .await;
@@ -424,7 +432,7 @@ mod langfuse_store {
 }
 
 #[tokio::test]
-async fn without_langfuse_usage_comes_from_bff_itself_and_traces_say_why_not() {
+async fn without_langfuse_usage_traces_and_top_users_come_from_bff_itself() {
     let app = spawn_with(Options {
         no_telemetry: true,
         ..Options::default()
@@ -433,42 +441,104 @@ async fn without_langfuse_usage_comes_from_bff_itself_and_traces_say_why_not() {
     app.litellm_chat().await;
     let bob = app.user("bob", "user").await;
     let alice = app.user("alice", "admin").await;
-    app.post_json("/v1/chat/completions", &bob, &chat_body("fake-gpt", false))
+    for caller in [&bob, &alice, &alice] {
+        app.post_json(
+            "/v1/chat/completions",
+            caller,
+            &chat_body("fake-gpt", false),
+        )
         .await;
-    app.post_json(
-        "/v1/chat/completions",
-        &alice,
-        &chat_body("fake-gpt", false),
-    )
-    .await;
+    }
+    let get = |path: &'static str, caller: &String| {
+        let caller = caller.clone();
+        let app = &app;
+        async move {
+            app.get(path, Some(&caller))
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
 
-    let mine: Value = app
-        .get("/observability/usage", Some(&bob))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let mine = get("/observability/usage?user_id=alice", &bob).await;
     assert_eq!(mine["source"], "bff");
-    assert_eq!(mine["totals"]["requests"], 1);
+    assert_eq!(mine["totals"]["requests"], 1, "a user sees only their own");
     assert_eq!(mine["totals"]["total_tokens"], 16);
     assert_eq!(mine["totals"]["cost_usd"], 2.3e-05);
-    let everyone: Value = app
-        .get("/observability/usage", Some(&alice))
+    let everyone = get("/observability/usage", &alice).await;
+    assert_eq!(everyone["totals"]["requests"], 3);
+
+    let traces = get("/observability/traces?user_id=alice", &bob).await;
+    assert_eq!(traces["source"], "bff");
+    let users: Vec<&str> = traces["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        users,
+        ["bob"],
+        "a user sees only their own, whatever they ask"
+    );
+    assert_eq!(traces["data"][0]["model"], "fake-gpt");
+    assert_eq!(traces["data"][0]["level"], "DEFAULT");
+    assert!(traces["data"][0]["url"].is_null(), "no Langfuse, no link");
+    let all = get("/observability/traces?limit=2", &alice).await;
+    assert_eq!(all["data"].as_array().unwrap().len(), 2);
+
+    let top = get("/observability/usage/users", &alice).await;
+    let ranked: Vec<(&str, u64)> = top["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|user| {
+            (
+                user["user_id"].as_str().unwrap(),
+                user["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ranked, [("alice", 2), ("bob", 1)]);
+    let refused = app.get("/observability/usage/users", Some(&bob)).await;
+    assert_eq!(refused.status(), 403, "everyone's spend is for admins");
+}
+
+#[tokio::test]
+async fn traffic_counts_chat_requests_of_the_last_minute_for_any_observer() {
+    let app = spawn_app().await;
+    app.litellm_chat().await;
+    let bob = app.user("bob", "user").await;
+    let before: Value = app
+        .get("/observability/traffic", Some(&bob))
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(everyone["totals"]["requests"], 2);
-
-    let response = app.get("/observability/traces", Some(&bob)).await;
-    assert_eq!(response.status(), 503);
-    let body: Value = response.json().await.unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("LANGFUSE_HOST")
-    );
+    assert!(before["latency_ms"].is_null(), "no chat yet: {before}");
+    app.post_json("/v1/chat/completions", &bob, &chat_body("fake-gpt", false))
+        .await;
+    app.post_json("/v1/chat/completions", &bob, &json!({"model": 5}))
+        .await;
+    app.get("/v1/models", Some(&bob)).await; // not a chat: not counted
+    let after: Value = app
+        .get("/observability/traffic", Some(&bob))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let requests: u64 = after["seconds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|second| second["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(requests, 2, "{after}");
+    assert_eq!(after["refused_rate"], 0.5);
+    assert_eq!(after["error_rate"], 0.0);
+    assert!(after["latency_ms"]["p50"].as_f64().unwrap() >= 0.0);
+    assert_eq!(after["active_streams"], 0);
 }
 
 #[tokio::test]
@@ -517,4 +587,23 @@ async fn observability_health_lists_every_dependency_and_the_sinks() {
         .map(|s| s["sink"].as_str().unwrap())
         .collect();
     assert_eq!(sinks, ["langfuse", "helicone"]);
+    assert!(body["checked_at"].as_str().unwrap().ends_with('Z'));
+
+    let bob = app.user("bob", "user").await;
+    let seen: Value = app
+        .get("/observability/health", Some(&bob))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let openwebui = seen["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "openwebui")
+        .unwrap();
+    assert_eq!(
+        openwebui["detail"], "not answering or failing (an administrator sees why)",
+        "a user reads that it is down, not what it answered"
+    );
 }
