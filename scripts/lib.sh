@@ -79,9 +79,14 @@ start_litellm() {
     exec "$VENV/bin/litellm" --config "$VENV/litellm.yaml" --host 127.0.0.1 --port "$port"
   ) >"$VENV/litellm.log" 2>&1 &
   LITELLM_PID=$!
-  if ! wait_for "http://127.0.0.1:$port/health/liveliness" 120; then
-    echo "LiteLLM did not start; its log:" >&2
-    tail -n 40 "$VENV/litellm.log" >&2
+  wait_started LiteLLM "http://127.0.0.1:$port/health/liveliness" 120 "$VENV/litellm.log"
+}
+
+# wait_started NAME URL SECONDS LOG: waits for URL; if it never answers, shows LOG's tail.
+wait_started() {
+  if ! wait_for "$2" "$3"; then
+    echo "$1 did not start; its log ($4):" >&2
+    tail -n 40 "$4" >&2
     return 1
   fi
 }
@@ -111,9 +116,5 @@ start_openwebui() {
     exec "$OPENWEBUI_VENV/bin/open-webui" serve --host 127.0.0.1 --port "$port"
   ) >"$data/openwebui.log" 2>&1 &
   OPENWEBUI_PID=$!
-  if ! wait_for "http://127.0.0.1:$port/health" 180; then
-    echo "Open WebUI did not start; its log ($data/openwebui.log):" >&2
-    tail -n 40 "$data/openwebui.log" >&2
-    return 1
-  fi
+  wait_started "Open WebUI" "http://127.0.0.1:$port/health" 180 "$data/openwebui.log"
 }

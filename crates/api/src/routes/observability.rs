@@ -107,6 +107,19 @@ pub async fn health(identity: Identity, state: web::Data<AppState>) -> HttpRespo
     }))
 }
 
+/// A query's `limit`, 1..=[`MAX_PAGE`], or `default` when absent.
+fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::bad_request(
+            format!("`limit` must be between 1 and {MAX_PAGE}"),
+            Some("limit"),
+        ))
+    }
+}
+
 /// Recent traces from Langfuse, paginated; without Langfuse, bff's own latest requests (since
 /// start, newest first, one page).
 pub async fn traces(
@@ -115,13 +128,7 @@ pub async fn traces(
     query: web::Query<TracesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            format!("`limit` must be between 1 and {MAX_PAGE}"),
-            Some("limit"),
-        ));
-    }
+    let limit = page_limit(query.limit, 50)?;
     for (name, value) in [("from", &query.from), ("to", &query.to)] {
         if let Some(value) = value
             && humantime::parse_rfc3339_weak(value).is_err()
@@ -234,13 +241,7 @@ pub async fn top_users(
     query: web::Query<TopUsersQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let limit = query.limit.unwrap_or(10);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            format!("`limit` must be between 1 and {MAX_PAGE}"),
-            Some("limit"),
-        ));
-    }
+    let limit = page_limit(query.limit, 10)?;
     let (from, to) = day_range(query.from.as_deref(), query.to.as_deref())?;
     let (from_day, to_day) = (day_of(UnixNanos::from(from)), day_of(UnixNanos::from(to)));
     let users = state.usage.top_users(
