@@ -5,8 +5,9 @@ Starts nginx twice — an instant OpenAI-compatible upstream (chat JSON, Open We
 lookup, Langfuse OTLP and Helicone logs all answered at once) and a reference proxy
 (`proxy_pass` with upstream keep-alive) — and bff as deployed: release build, a real signed
 Open WebUI session token (identity cache warm), RBAC, both telemetry sinks, JSON logs at info.
-wrk drives each target in alternating rounds (A B A B) so drift cancels, and the table goes to
-BENCHMARKS.md (between the BENCH markers) and to stdout. Only loopback addresses are used.
+wrk drives each target in alternating rounds (A B A B) so drift cancels. A second bff in front of
+a pacing SSE upstream (bench_stream.py) gives the streaming figures, disconnect time and memory.
+The tables go to BENCHMARKS.md (between the BENCH markers) and to stdout. Loopback only.
 """
 
 import json
@@ -14,6 +15,7 @@ import os
 import pathlib
 import platform
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -22,6 +24,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+
+import bench_stream
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DURATION = os.environ.get("BENCH_DURATION", "8s")
@@ -70,7 +74,8 @@ def ensure_tools() -> None:
         subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True)
 
 
-def nginx_config(work: pathlib.Path, upstream: int, reference: int) -> pathlib.Path:
+def nginx_config(work: pathlib.Path, upstream: int, reference: int, streams: tuple) -> pathlib.Path:
+    """STREAMS is (the SSE upstream's port, the port of the reference proxy in front of it)."""
     answer = ANSWER.replace("'", "\\'")
     user = USER.replace("'", "\\'")
     config = f"""
@@ -100,6 +105,16 @@ http {{
       proxy_set_header Connection "";
     }}
   }}
+  upstream paced {{ server 127.0.0.1:{streams[0]}; keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{streams[1]};
+    location / {{
+      proxy_pass http://paced;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
 }}
 """
     path = work / "nginx.conf"
@@ -119,13 +134,15 @@ def wait_ok(url: str, seconds: float) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
-def start_bff(work: pathlib.Path, binary: pathlib.Path, upstream: int) -> tuple:
+def start_bff(work: pathlib.Path, binary: pathlib.Path, upstream: int, litellm: int | None = None) -> tuple:
+    """bff as deployed, every dependency on the instant upstream (LiteLLM on LITELLM if given)."""
     port = free_port()
     base = f"http://127.0.0.1:{upstream}"
+    work.mkdir(exist_ok=True)
     env = {
         "PATH": os.environ.get("PATH", ""),
         "BFF_BIND": f"127.0.0.1:{port}",
-        "LITELLM_URL": base, "LITELLM_API_KEY": "sk-bench-master",
+        "LITELLM_URL": f"http://127.0.0.1:{litellm or upstream}", "LITELLM_API_KEY": "sk-bench-master",
         "WEBUI_SECRET_KEY": "bench-webui-secret-key-32-bytes!!", "OPENWEBUI_URL": base,
         "RBAC_POLICY_FILE": str(ROOT / "config" / "rbac.toml"),
         "LANGFUSE_HOST": base, "LANGFUSE_PUBLIC_KEY": "pk-lf-bench", "LANGFUSE_SECRET_KEY": "sk-lf-bench",
@@ -176,14 +193,19 @@ def machine() -> str:
 
 def main() -> None:
     ensure_tools()
+    # 1,000 open streams need about 4,000 descriptors in bff and 2,000 here.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "bff-api", "--bin", "bff"], cwd=ROOT, check=True)
     target = json.loads(subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=ROOT,
                                        check=True, capture_output=True, text=True).stdout)["target_directory"]
     binary = pathlib.Path(target) / "release" / "bff"
     work = pathlib.Path(tempfile.mkdtemp(prefix="bff-bench-"))
     upstream, reference = free_port(), free_port()
+    streams = (free_port(), free_port())
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
-    nginx = subprocess.Popen([nginx_bin, "-c", str(nginx_config(work, upstream, reference)), "-g", "daemon off;"])
+    config = nginx_config(work, upstream, reference, streams)
+    nginx = subprocess.Popen([nginx_bin, "-c", str(config), "-g", "daemon off;"])
     bff = None
     try:
         wait_ok(f"http://127.0.0.1:{upstream}/health", 10)
@@ -198,19 +220,37 @@ def main() -> None:
         if os.environ.get("BENCH_PROFILE"):
             profile(bff.pid, script, targets["bff"], token, work)
             return
+        if os.environ.get("BENCH_ONLY") == "streaming":
+            print("\n".join(stream(work, binary, upstream, streams)))
+            return
         results = {(name, c): [] for name in targets for c in (1, 64)}
         for _ in range(ROUNDS):  # A B A B: every target once per round
             for connections in (1, 64):
                 for name, url in targets.items():
                     results[(name, connections)].append(
                         wrk(script, url, connections, token if name == "bff" else ""))
-        report(results, telemetry(port))
+        sinks = telemetry(port)
+        streaming = stream(work, binary, upstream, streams)
+        report(results, sinks, streaming)
     finally:
         if bff:
             bff.terminate()
             bff.wait(timeout=60)
         nginx.terminate()
         nginx.wait(timeout=10)
+
+
+def stream(work: pathlib.Path, binary: pathlib.Path, upstream: int, streams: tuple) -> list:
+    """The streaming figures: bench_stream's pacing upstream directly, through nginx (STREAMS) and
+    through a fresh bff."""
+    litellm, reference = streams
+    bff, port, token = start_bff(work / "stream", binary, upstream, litellm)
+    try:
+        ports = {"direct": litellm, "reference proxy": reference, "bff": port}
+        return bench_stream.report_lines(bench_stream.run(ports, token, bff.pid))
+    finally:
+        bff.terminate()
+        bff.wait(timeout=60)
 
 
 def profile(pid: int, script: pathlib.Path, url: str, token: str, work: pathlib.Path) -> None:
@@ -230,7 +270,7 @@ def median(runs: list, key: str) -> float:
     return statistics.median(run[key] for run in runs)
 
 
-def report(results: dict, sinks: dict) -> None:
+def report(results: dict, sinks: dict, streaming: list) -> None:
     us = lambda value: f"{value:.0f} µs" if value < 1000 else f"{value / 1000:.2f} ms"
     rows = ["| target | req/s at c=64 | p99 at c=64 | p50 at c=1 | p99 at c=1 | p99.9 at c=1 | errors |",
             "|---|---|---|---|---|---|---|"]
@@ -249,6 +289,8 @@ def report(results: dict, sinks: dict) -> None:
         f"- bff / reference proxy throughput at c=64: **{ratio:.0%}** (target ≥ 60 %).",
         f"- bff's added p50 at c=1 over the reference proxy: **{us(added)}** (target ≤ 50 µs).",
         f"- Telemetry during the runs: {json.dumps(sinks, sort_keys=True)} (target: 0 spooled, 0 dropped).",
+        "",
+        *streaming,
     ]
     table = "\n".join(lines)
     print(table)

@@ -9,6 +9,7 @@
 
 pub mod context;
 pub mod diagnose;
+pub mod disconnect;
 pub mod error;
 pub mod metrics;
 pub mod observability;
@@ -192,6 +193,10 @@ fn serve(state: web::Data<AppState>, settings: &Settings) -> Result<(Server, u16
             .wrap(from_fn(request_context))
             .configure(|config| routes::configure(config, &state.gate, metrics_require_auth))
     })
+    .on_connect(disconnect::on_connect)
+    // Each streamed chunk leaves at once: with Nagle's algorithm a small write waits for the
+    // ACK of the previous one (the response head, for the first chunk).
+    .tcp_nodelay(true)
     .listen(listener)
     .map_err(StartupError::Bind)?
     .shutdown_timeout(settings.shutdown_grace.as_secs())

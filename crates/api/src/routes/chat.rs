@@ -2,6 +2,7 @@
 //! `POST /chat/stream` (always streams).
 
 use crate::context::{RequestInfo, UpstreamWait};
+use crate::disconnect::{Client, ClientWatch};
 use crate::error::{ApiError, render};
 use crate::quota::{Spend, Ticket};
 use crate::state::AppState;
@@ -263,7 +264,8 @@ async fn start_stream(
         response.insert_header(header);
     }
     let relay = Relay {
-        upstream,
+        upstream: Some(upstream),
+        client: ClientWatch::of(request),
         pending: Some(Pending {
             _open: state.metrics.traffic.stream_opened(),
             state,
@@ -396,12 +398,30 @@ fn log_stream_end(record: &LlmRecord, outcome: Outcome, error: Option<&RecordErr
 /// The response body of a streaming chat: LiteLLM's events, byte for byte, as they arrive.
 /// On an upstream failure after the first byte it sends one final OpenAI-shaped
 /// `data: {"error":…}` event and ends. Telemetry is recorded when the stream ends, fails, or
-/// is dropped because the client went away (which also drops, and so closes, the upstream
-/// request).
+/// the client goes away: noticed by [`ClientWatch`] even while LiteLLM is silent, or when the
+/// body is dropped. Either way the upstream request is dropped, and so closed, at once.
 struct Relay {
-    upstream: ChatStream,
+    upstream: Option<ChatStream>,
+    client: Option<ClientWatch>,
     pending: Option<Pending>,
     request_id: String,
+}
+
+impl Relay {
+    /// Records the stream as cancelled and closes the upstream request.
+    fn cancel(&mut self) {
+        if let (Some(pending), Some(upstream)) = (self.pending.take(), self.upstream.take()) {
+            pending.complete(
+                Outcome::Cancelled,
+                Some(RecordError {
+                    kind: "cancelled".into(),
+                    message: "the client disconnected before the stream ended".into(),
+                    status: None,
+                }),
+                upstream.summary(),
+            );
+        }
+    }
 }
 
 impl Stream for Relay {
@@ -412,7 +432,18 @@ impl Stream for Relay {
         if this.pending.is_none() {
             return Poll::Ready(None);
         }
-        match Pin::new(&mut this.upstream).poll_next(cx) {
+        match this.client.as_ref().map(|client| client.poll(cx)) {
+            Some(Poll::Ready(Client::Gone)) => {
+                this.cancel();
+                return Poll::Ready(None);
+            }
+            Some(Poll::Ready(Client::Unknown)) => this.client = None,
+            Some(Poll::Pending) | None => {}
+        }
+        let Some(upstream) = this.upstream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(&mut *upstream).poll_next(cx) {
             Poll::Ready(Some(Ok(event))) => Poll::Ready(Some(Ok(event.bytes))),
             Poll::Ready(Some(Err(error))) => {
                 let kind = error.kind.label();
@@ -422,7 +453,7 @@ impl Stream for Relay {
                     pending.complete(
                         Outcome::Error,
                         Some(record_error(&api_error)),
-                        this.upstream.summary(),
+                        upstream.summary(),
                     );
                 }
                 if api_error.is_server_side() {
@@ -433,7 +464,7 @@ impl Stream for Relay {
             }
             Poll::Ready(None) => {
                 if let Some(pending) = this.pending.take() {
-                    pending.complete(Outcome::Ok, None, this.upstream.summary());
+                    pending.complete(Outcome::Ok, None, upstream.summary());
                 }
                 Poll::Ready(None)
             }
@@ -444,16 +475,6 @@ impl Stream for Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        if let Some(pending) = self.pending.take() {
-            pending.complete(
-                Outcome::Cancelled,
-                Some(RecordError {
-                    kind: "cancelled".into(),
-                    message: "the client disconnected before the stream ended".into(),
-                    status: None,
-                }),
-                self.upstream.summary(),
-            );
-        }
+        self.cancel();
     }
 }

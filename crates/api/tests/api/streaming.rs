@@ -146,6 +146,51 @@ async fn a_client_that_disconnects_closes_the_upstream_request_and_is_recorded_a
 }
 
 #[tokio::test]
+async fn a_client_that_leaves_while_the_model_pauses_closes_the_upstream_request_at_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let litellm_url = format!("http://{}", listener.local_addr().unwrap());
+    let (closed_tx, closed) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        start_stream(&mut socket).await;
+        // A model thinking: nothing more is written, so no write to the gone client can fail.
+        // Only bff closing this request ends the read.
+        let mut rest = [0_u8; 64];
+        while socket.read(&mut rest).await.is_ok_and(|read| read > 0) {}
+        let _ = closed_tx.send(());
+    });
+    let app = spawn_with(Options {
+        vars: vec![("LITELLM_URL", litellm_url)],
+        no_telemetry: true,
+        ..Options::default()
+    })
+    .await;
+    let token = app.user("alice", "user").await;
+    {
+        let response = app
+            .post_json("/chat/stream", &token, &chat_body("fake-gpt", true))
+            .await;
+        let mut body = response.bytes_stream();
+        let first = body.next().await.unwrap().unwrap();
+        assert_eq!(&first[..], EVENT);
+    } // the client goes away while LiteLLM is silent
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("the upstream request stayed open: bff did not notice the client left")
+        .unwrap();
+    let traffic: Value = app
+        .get("/observability/traffic", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        traffic["active_streams"], 0,
+        "the stream is closed, not counted open"
+    );
+}
+
+#[tokio::test]
 async fn an_upstream_failure_after_the_first_byte_ends_with_an_openai_error_event() {
     let app = spawn_with(Options {
         no_telemetry: true,
