@@ -37,5 +37,5 @@ fmt-check: ## fail if the code is not formatted
 bench: ## bff vs an instant upstream and a reference proxy (nginx + wrk, loopback); writes BENCHMARKS.md
 	python3 scripts/bench.py
 
-bench-record: ## criterion benchmark of telemetry's record() (results in crates/telemetry/README.md)
-	$(CARGO) bench -p bff-telemetry --bench record
+bench-record: ## criterion benchmarks of telemetry's record() and Helicone body (results in crates/telemetry/README.md)
+	$(CARGO) bench -p bff-telemetry
