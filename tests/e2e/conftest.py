@@ -230,11 +230,12 @@ def stack(litellm, tmp_path_factory):
     )
     try:
         wait_ok(f"{openwebui}/health", 180)
-    except RuntimeError:
-        openwebui_process.kill()
+        password = secrets.token_urlsafe(12)
+        session = openwebui_admin.sign_up(openwebui, "e2e admin", "admin@bff.localhost", password)
+    except (RuntimeError, openwebui_admin.OpenWebUiError):
+        for process in (openwebui_process, bff_process):
+            process.kill()
         raise RuntimeError((work / "openwebui.log").read_text()[-4000:])
-    password = secrets.token_urlsafe(12)
-    session = openwebui_admin.sign_up(openwebui, "e2e admin", "admin@bff.localhost", password)
     assert session["role"] == "admin", "the first account of a fresh Open WebUI is its admin"
     yield Stack(
         openwebui=openwebui,

@@ -157,14 +157,11 @@ async fn a_stream_goes_through_and_usage_is_stripped_unless_asked() {
 
 #[tokio::test]
 async fn the_model_allow_list_is_enforced_before_litellm_is_called() {
-    let policy = std::env::temp_dir().join(format!("bff-policy-{}.toml", std::process::id()));
-    std::fs::write(
-        &policy,
+    let policy = policy_file(
         "service_role = \"service\"\n[roles.service]\npermissions = []\n[roles.user]\npermissions = [\"chat\", \"models\"]\nmodels = [\"fake-*\"]\n",
-    )
-    .unwrap();
+    );
     let app = spawn_with(Options {
-        vars: vec![("RBAC_POLICY_FILE", policy.display().to_string())],
+        vars: vec![("RBAC_POLICY_FILE", policy.clone())],
         ..Options::default()
     })
     .await;
@@ -191,15 +188,11 @@ async fn the_model_allow_list_is_enforced_before_litellm_is_called() {
 
 #[tokio::test]
 async fn models_are_filtered_by_the_role_allow_list() {
-    let policy =
-        std::env::temp_dir().join(format!("bff-policy-models-{}.toml", std::process::id()));
-    std::fs::write(
-        &policy,
+    let policy = policy_file(
         "service_role = \"service\"\n[roles.service]\npermissions = []\n[roles.user]\npermissions = [\"models\"]\nmodels = [\"mock-*\"]\n[roles.admin]\npermissions = [\"*\"]\n",
-    )
-    .unwrap();
+    );
     let app = spawn_with(Options {
-        vars: vec![("RBAC_POLICY_FILE", policy.display().to_string())],
+        vars: vec![("RBAC_POLICY_FILE", policy.clone())],
         ..Options::default()
     })
     .await;

@@ -44,6 +44,20 @@ pub struct Options {
     pub litellm: Option<Arc<dyn LiteLlm>>,
 }
 
+/// Writes an RBAC policy for one test and returns its path. Every call gets its own file: tests
+/// run in parallel in one process, and a shared name let one test's policy replace another's
+/// before its app had read it.
+pub fn policy_file(toml: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let file = std::env::temp_dir().join(format!(
+        "bff-api-test-policy-{}-{}.toml",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::write(&file, toml).unwrap();
+    file.display().to_string()
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_with(Options::default()).await
 }

@@ -184,9 +184,7 @@ async fn a_cross_site_form_post_with_the_cookie_cannot_chat() {
 
 /// A policy where `user` may use only `fake-gpt`, and may send `fallbacks`.
 fn fallback_policy() -> String {
-    let file = std::env::temp_dir().join(format!("bff-policy-{}.toml", std::process::id()));
-    std::fs::write(
-        &file,
+    policy_file(
         r#"
 service_role = "service"
 [roles.service]
@@ -197,8 +195,6 @@ models = ["fake-gpt"]
 allow_params = ["fallbacks", "num_retries"]
 "#,
     )
-    .unwrap();
-    file.display().to_string()
 }
 
 #[tokio::test]
