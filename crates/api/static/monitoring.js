@@ -141,7 +141,10 @@ async function loadSpend() {
     barChart("spend-chart", [...perDay].map(([day, cost]) => ({ value: cost, maxLabel: usd(cost), title: day + ": " + usd(cost) })),
       "Cost per day from " + range.from + " to " + range.to);
     panelState("spend", sourceNote(usage.source, "counters"));
-  } catch (error) { panelState("spend", dependencyNote(error), true); }
+  } catch (error) {
+    panelState("spend", dependencyNote(error), true);
+    fill("usage", []); $("spend-chart").replaceChildren(); // no stale rows under an error
+  }
   if (!view.admin) return;
   try {
     const top = await get("/observability/usage/users", { from: range.from, to: range.to });
@@ -152,7 +155,7 @@ async function loadSpend() {
     }), "No usage in this range.");
     $("known-users").replaceChildren(...top.users.map(u => Object.assign(document.createElement("option"), { value: u.user_id })));
     panelState("top-users", "bff's own counters since start (Langfuse cannot rank users).");
-  } catch (error) { panelState("top-users", error.message, true); }
+  } catch (error) { panelState("top-users", error.message, true); fill("top", []); }
 }
 
 function quotaRows(scope) {
@@ -170,7 +173,7 @@ async function loadQuota() {
     const quota = await get("/observability/quota", view.user ? { user_id: view.user, role: view.role } : {});
     fill("quotas", quota.scopes.flatMap(quotaRows), "No limits apply.");
     panelState("quota", `${quota.user_id} (${quota.role || "no role"}), counted ${quota.backend === "redis" ? "in Redis across replicas" : "in this bff"}`);
-  } catch (error) { panelState("quota", "Quotas unavailable: " + error.message, true); }
+  } catch (error) { panelState("quota", "Quotas unavailable: " + error.message, true); fill("quotas", []); }
 }
 
 async function loadTraces() {
@@ -183,14 +186,15 @@ async function loadTraces() {
         cell(failed ? t.status_message || t.level : "ok", failed ? t.level.toLowerCase() : ""), cell(link)];
     }), "No trace yet.");
     panelState("traces", sourceNote(page.source, "latest requests"));
-  } catch (error) { panelState("traces", dependencyNote(error), true); }
+  } catch (error) { panelState("traces", dependencyNote(error), true); fill("trace-rows", []); }
 }
 
 async function whoAmI() {
   try {
-    const me = await get("/observability/quota");
+    const me = await get("/observability/me");
+    view.admin = me.permissions.includes("observability:all");
     $("viewer").textContent = `Signed in as ${me.user_id} (${me.role || "no role"}). ` +
-      "You see your own traces, spend and quotas; admins see everyone's.";
+      (view.admin ? "You see everyone's traces, spend and quotas." : "You see your own traces, spend and quotas.");
     $("error").textContent = "";
   } catch (error) {
     $("viewer").textContent = "Not signed in.";
@@ -200,7 +204,6 @@ async function whoAmI() {
     $("token-box").open = true;
     return false;
   }
-  try { await get("/observability/usage/users", { limit: 1 }); view.admin = true; } catch (_) { view.admin = false; }
   $("admin-filter").hidden = !view.admin;
   $("top-users").hidden = !view.admin;
   return true;

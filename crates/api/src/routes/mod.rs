@@ -7,7 +7,7 @@ pub mod ops;
 pub mod quota;
 
 /// Every route bff serves, as `(method, path)`; the deploy kit's routes must point at these.
-pub const ROUTES: [(&str, &str); 16] = [
+pub const ROUTES: [(&str, &str); 17] = [
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/monitoring"),
@@ -18,6 +18,7 @@ pub const ROUTES: [(&str, &str); 16] = [
     ("POST", "/chat/stream"),
     ("POST", "/v1/chat/completions"),
     ("GET", "/v1/models"),
+    ("GET", "/observability/me"),
     ("GET", "/observability/health"),
     ("GET", "/observability/traces"),
     ("GET", "/observability/usage"),
@@ -73,6 +74,7 @@ pub fn configure(config: &mut web::ServiceConfig, gate: &Gate, metrics_require_a
             web::scope("/observability")
                 // Own data; `observability:all` widens traces and usage to every user.
                 .wrap(gate.require(Permission::ObservabilityOwn))
+                .route("/me", web::get().to(observability::me))
                 .route("/health", web::get().to(observability::health))
                 .route("/traces", web::get().to(observability::traces))
                 .route("/usage", web::get().to(observability::usage))

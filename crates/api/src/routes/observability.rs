@@ -1,4 +1,4 @@
-//! `GET /observability/health`, `/traces`, `/usage`, `/usage/users` and `/traffic`.
+//! `GET /observability/me`, `/health`, `/traces`, `/usage`, `/usage/users` and `/traffic`.
 //!
 //! Scoping: a caller with `observability:all` may pass `user_id` (or none, for everyone);
 //! anyone else only ever sees their own user id, whatever they ask for. `/usage/users` (everyone's
@@ -67,6 +67,22 @@ fn scoped_user(state: &AppState, identity: &Identity, requested: Option<String>)
     } else {
         Some(identity.user_id.clone())
     }
+}
+
+/// Who the caller is and every permission they hold, as the policy decides it (the monitoring
+/// page shows admin controls from this, instead of trying a request that would be refused).
+pub async fn me(identity: Identity, state: web::Data<AppState>) -> HttpResponse {
+    let permissions: Vec<&str> = Permission::ALL
+        .into_iter()
+        .filter(|permission| state.gate.authorize(&identity, *permission).is_ok())
+        .map(Permission::as_str)
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "user_id": identity.user_id,
+        "role": identity.role,
+        "auth": identity.via.as_str(),
+        "permissions": permissions,
+    }))
 }
 
 /// Every dependency with status and latency, and the telemetry sinks' counters. What a

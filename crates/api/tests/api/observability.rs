@@ -607,3 +607,46 @@ async fn observability_health_lists_every_dependency_and_the_sinks() {
         "a user reads that it is down, not what it answered"
     );
 }
+
+#[tokio::test]
+async fn me_says_who_is_calling_and_what_they_may_do_without_a_refusal() {
+    let app = spawn_app().await;
+    let bob = app.user("bob", "user").await;
+    let alice = app.user("alice", "admin").await;
+    let me: Value = app
+        .get("/observability/me", Some(&bob))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (me["user_id"].as_str(), me["role"].as_str()),
+        (Some("bob"), Some("user"))
+    );
+    assert_eq!(me["auth"], "session");
+    let permissions: Vec<&str> = me["permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|permission| permission.as_str().unwrap())
+        .collect();
+    assert!(permissions.contains(&"observability:own"), "{me}");
+    assert!(!permissions.contains(&"observability:all"), "{me}");
+    let admin: Value = app
+        .get("/observability/me", Some(&alice))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        admin["permissions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("observability:all"))
+    );
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        !metrics.contains("bff_auth_failures_total{"),
+        "asking what one may do is not a refused request: {metrics}"
+    );
+}
