@@ -22,7 +22,7 @@ pub mod usage;
 
 use crate::context::{PUBLIC_ROUTES, request_context};
 use crate::metrics::Metrics;
-use crate::observability::Observability;
+use crate::observability::{LangfuseReader, Observability};
 use crate::quota::local::{LocalCounters, run_writer};
 use crate::quota::redis::RedisCounters;
 use crate::quota::{BackendError, Clock, Counters, Quota, SystemClock};
@@ -106,9 +106,10 @@ impl Application {
         )?);
         let observability = Observability::new(
             settings.auth.openwebui_url.clone(),
-            settings.langfuse.as_ref().map(|langfuse| {
-                let credentials = basic_authorization(&langfuse.public_key, &langfuse.secret_key);
-                (langfuse.host.clone(), credentials)
+            settings.langfuse.as_ref().map(|langfuse| LangfuseReader {
+                host: langfuse.host.clone(),
+                credentials: basic_authorization(&langfuse.public_key, &langfuse.secret_key),
+                ui_url: langfuse.ui_url.clone(),
             }),
             settings
                 .helicone

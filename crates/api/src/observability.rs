@@ -163,16 +163,25 @@ pub struct Observability {
     http: reqwest::Client,
     /// Open WebUI base URL.
     pub openwebui: Option<Url>,
-    langfuse: Option<(Url, Secret)>,
+    langfuse: Option<LangfuseReader>,
     helicone: Option<(Url, Secret)>,
 }
 
+/// How bff reads Langfuse, and where its traces are for a browser.
+pub struct LangfuseReader {
+    /// API base URL.
+    pub host: Url,
+    /// Basic credentials.
+    pub credentials: Secret,
+    /// The UI's base URL, for trace links.
+    pub ui_url: Url,
+}
+
 impl Observability {
-    /// Builds the readers; `langfuse` is `(host, Basic credentials)`, `helicone` is
-    /// `(query API URL, key)`.
+    /// Builds the readers; `helicone` is `(query API URL, key)`.
     pub fn new(
         openwebui: Option<Url>,
-        langfuse: Option<(Url, Secret)>,
+        langfuse: Option<LangfuseReader>,
         helicone: Option<(Url, Secret)>,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
@@ -237,7 +246,7 @@ impl Observability {
 
     /// Langfuse's `/api/public/health` (no auth).
     pub async fn langfuse_health(&self) -> DependencyStatus {
-        let Some((host, _)) = &self.langfuse else {
+        let Some(LangfuseReader { host, .. }) = &self.langfuse else {
             return DependencyStatus::not_configured("langfuse");
         };
         let started = Instant::now();
@@ -280,7 +289,10 @@ impl Observability {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<Option<Value>, ApiError> {
-        let Some((host, credentials)) = &self.langfuse else {
+        let Some(LangfuseReader {
+            host, credentials, ..
+        }) = &self.langfuse
+        else {
             return Err(ApiError::NotConfigured(
                 "Langfuse is not configured: set LANGFUSE_HOST, LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY",
             ));
@@ -323,10 +335,10 @@ impl Observability {
             .map_err(|_| failed(format!("{path} answered something that is not JSON")))
     }
 
-    /// The items, each with its trace's address in Langfuse's UI (`{host}/trace/{id}`, which
+    /// The items, each with its trace's address in Langfuse's UI (`{LANGFUSE_UI_URL}/trace/{id}`, which
     /// Langfuse redirects to the trace's project page). Ids that are not plain tokens get none.
     fn linked(&self, items: impl Iterator<Item = TraceItem>) -> Vec<TraceItem> {
-        let host = self.langfuse.as_ref().map(|(host, _)| host);
+        let host = self.langfuse.as_ref().map(|langfuse| &langfuse.ui_url);
         items
             .map(|mut item| {
                 let plain = |id: &&String| {

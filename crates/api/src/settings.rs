@@ -14,7 +14,7 @@ use std::time::Duration;
 use url::Url;
 
 /// Every variable bff reads (its own and bff-auth's); `.env.example` must document them all.
-pub const ENV_VARIABLES: [&str; 36] = [
+pub const ENV_VARIABLES: [&str; 37] = [
     "BFF_BIND",
     "LITELLM_URL",
     "LITELLM_API_KEY",
@@ -33,6 +33,7 @@ pub const ENV_VARIABLES: [&str; 36] = [
     "LANGFUSE_PUBLIC_KEY",
     "LANGFUSE_SECRET_KEY",
     "LANGFUSE_ENVIRONMENT",
+    "LANGFUSE_UI_URL",
     "HELICONE_API_KEY",
     "HELICONE_BASE_URL",
     "HELICONE_API_URL",
@@ -114,6 +115,8 @@ pub struct LangfuseSettings {
     pub secret_key: Secret,
     /// `langfuse.environment`.
     pub environment: Option<String>,
+    /// Langfuse as a browser reaches it, for trace links (default: `host`).
+    pub ui_url: Url,
 }
 
 /// Helicone settings.
@@ -353,6 +356,7 @@ impl LangfuseSettings {
         ) {
             (None, None, None) => Ok(None),
             (Some(host), Some(public_key), Some(secret_key)) => Ok(Some(Self {
+                ui_url: url("LANGFUSE_UI_URL", &get("LANGFUSE_UI_URL").unwrap_or(host.clone()))?,
                 host: url("LANGFUSE_HOST", &host)?,
                 public_key,
                 secret_key: Secret::new(secret_key),

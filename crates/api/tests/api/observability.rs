@@ -650,3 +650,34 @@ async fn me_says_who_is_calling_and_what_they_may_do_without_a_refusal() {
         "asking what one may do is not a refused request: {metrics}"
     );
 }
+
+#[tokio::test]
+async fn trace_links_use_the_address_a_browser_reaches() {
+    let app = spawn_with(Options {
+        vars: vec![("LANGFUSE_UI_URL", "https://langfuse.example.com/".into())],
+        ..Options::default()
+    })
+    .await;
+    Mock::given(path("/api/public/v2/observations"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": [{"id": "obs-1", "traceId": "0af7651916cd43dd8448eb211c80319c", "type": "GENERATION",
+                      "userId": "bob"},
+                     {"id": "obs-2", "traceId": "../../admin", "type": "GENERATION", "userId": "bob"}]})))
+        .mount(&app.langfuse)
+        .await;
+    let bob = app.user("bob", "user").await;
+    let page: Value = app
+        .get("/observability/traces", Some(&bob))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        page["data"][0]["url"],
+        "https://langfuse.example.com/trace/0af7651916cd43dd8448eb211c80319c"
+    );
+    assert!(
+        page["data"][1]["url"].is_null(),
+        "an id that is not a plain token gets no link"
+    );
+}
