@@ -203,23 +203,13 @@ async fn models_are_filtered_by_the_role_allow_list() {
         .mount(&app.litellm)
         .await;
     let user = app.user("bob", "user").await;
-    let body: Value = app
-        .get("/v1/models", Some(&user))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = app.get_json("/v1/models", &user).await;
     assert_eq!(
         body,
         json!({"object": "list", "data": [{"id": "mock-gpt", "object": "model", "created": 1, "owned_by": "openai", "max_input_tokens": 128000}]})
     );
     let admin = app.user("alice", "admin").await;
-    let body: Value = app
-        .get("/v1/models", Some(&admin))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = app.get_json("/v1/models", &admin).await;
     assert_eq!(body["data"].as_array().unwrap().len(), 2);
     std::fs::remove_file(&policy).unwrap();
 }

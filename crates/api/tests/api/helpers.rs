@@ -188,6 +188,11 @@ impl TestApp {
         request.send().await.unwrap()
     }
 
+    /// `GET path` as `token`'s caller, its body as JSON.
+    pub async fn get_json(&self, path: &str, token: &str) -> Value {
+        self.get(path, Some(token)).await.json().await.unwrap()
+    }
+
     /// LiteLLM's `/health/readiness` answering healthy.
     pub async fn litellm_ready(&self) {
         Mock::given(method("GET"))

@@ -32,11 +32,8 @@ async fn traces_come_from_v2_observations_in_a_stable_shape_scoped_by_role() {
     let admin = app.user("alice", "admin").await;
 
     let page: Value = app
-        .get("/observability/traces?user_id=alice&limit=10", Some(&bob))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/observability/traces?user_id=alice&limit=10", &bob)
+        .await;
     assert_eq!(page["source"], "langfuse-v2");
     assert_eq!(page["next_cursor"], "bmV4dA==");
     let item = &page["data"][0];
@@ -89,12 +86,7 @@ async fn traces_fall_back_to_v1_when_v2_is_not_served() {
         .mount(&app.langfuse)
         .await;
     let bob = app.user("bob", "user").await;
-    let page: Value = app
-        .get("/observability/traces", Some(&bob))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/observability/traces", &bob).await;
     assert_eq!(page["source"], "langfuse-v1");
     assert_eq!(page["next_cursor"], "page:2");
     assert_eq!(page["data"][0]["latency_ms"], 1500.0);
@@ -449,27 +441,19 @@ async fn without_langfuse_usage_traces_and_top_users_come_from_bff_itself() {
         )
         .await;
     }
-    let get = |path: &'static str, caller: &String| {
-        let caller = caller.clone();
-        let app = &app;
-        async move {
-            app.get(path, Some(&caller))
-                .await
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
-
-    let mine = get("/observability/usage?user_id=alice", &bob).await;
+    let mine = app
+        .get_json("/observability/usage?user_id=alice", &bob)
+        .await;
     assert_eq!(mine["source"], "bff");
     assert_eq!(mine["totals"]["requests"], 1, "a user sees only their own");
     assert_eq!(mine["totals"]["total_tokens"], 16);
     assert_eq!(mine["totals"]["cost_usd"], 2.3e-05);
-    let everyone = get("/observability/usage", &alice).await;
+    let everyone = app.get_json("/observability/usage", &alice).await;
     assert_eq!(everyone["totals"]["requests"], 3);
 
-    let traces = get("/observability/traces?user_id=alice", &bob).await;
+    let traces = app
+        .get_json("/observability/traces?user_id=alice", &bob)
+        .await;
     assert_eq!(traces["source"], "bff");
     let users: Vec<&str> = traces["data"]
         .as_array()
@@ -485,10 +469,10 @@ async fn without_langfuse_usage_traces_and_top_users_come_from_bff_itself() {
     assert_eq!(traces["data"][0]["model"], "fake-gpt");
     assert_eq!(traces["data"][0]["level"], "DEFAULT");
     assert!(traces["data"][0]["url"].is_null(), "no Langfuse, no link");
-    let all = get("/observability/traces?limit=2", &alice).await;
+    let all = app.get_json("/observability/traces?limit=2", &alice).await;
     assert_eq!(all["data"].as_array().unwrap().len(), 2);
 
-    let top = get("/observability/usage/users", &alice).await;
+    let top = app.get_json("/observability/usage/users", &alice).await;
     let ranked: Vec<(&str, u64)> = top["users"]
         .as_array()
         .unwrap()
@@ -510,24 +494,14 @@ async fn traffic_counts_chat_requests_of_the_last_minute_for_any_observer() {
     let app = spawn_app().await;
     app.litellm_chat().await;
     let bob = app.user("bob", "user").await;
-    let before: Value = app
-        .get("/observability/traffic", Some(&bob))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let before: Value = app.get_json("/observability/traffic", &bob).await;
     assert!(before["latency_ms"].is_null(), "no chat yet: {before}");
     app.post_json("/v1/chat/completions", &bob, &chat_body("fake-gpt", false))
         .await;
     app.post_json("/v1/chat/completions", &bob, &json!({"model": 5}))
         .await;
     app.get("/v1/models", Some(&bob)).await; // not a chat: not counted
-    let after: Value = app
-        .get("/observability/traffic", Some(&bob))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let after: Value = app.get_json("/observability/traffic", &bob).await;
     let requests: u64 = after["seconds"]
         .as_array()
         .unwrap()
@@ -560,12 +534,7 @@ async fn observability_health_lists_every_dependency_and_the_sinks() {
         .mount(&app.openwebui)
         .await;
     let admin = app.user("alice", "admin").await;
-    let body: Value = app
-        .get("/observability/health", Some(&admin))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = app.get_json("/observability/health", &admin).await;
     let status = |name: &str| {
         body["dependencies"]
             .as_array()
@@ -590,12 +559,7 @@ async fn observability_health_lists_every_dependency_and_the_sinks() {
     assert!(body["checked_at"].as_str().unwrap().ends_with('Z'));
 
     let bob = app.user("bob", "user").await;
-    let seen: Value = app
-        .get("/observability/health", Some(&bob))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let seen: Value = app.get_json("/observability/health", &bob).await;
     let openwebui = seen["dependencies"]
         .as_array()
         .unwrap()
@@ -613,12 +577,7 @@ async fn me_says_who_is_calling_and_what_they_may_do_without_a_refusal() {
     let app = spawn_app().await;
     let bob = app.user("bob", "user").await;
     let alice = app.user("alice", "admin").await;
-    let me: Value = app
-        .get("/observability/me", Some(&bob))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me: Value = app.get_json("/observability/me", &bob).await;
     assert_eq!(
         (me["user_id"].as_str(), me["role"].as_str()),
         (Some("bob"), Some("user"))
@@ -632,12 +591,7 @@ async fn me_says_who_is_calling_and_what_they_may_do_without_a_refusal() {
         .collect();
     assert!(permissions.contains(&"observability:own"), "{me}");
     assert!(!permissions.contains(&"observability:all"), "{me}");
-    let admin: Value = app
-        .get("/observability/me", Some(&alice))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let admin: Value = app.get_json("/observability/me", &alice).await;
     assert!(
         admin["permissions"]
             .as_array()
@@ -666,12 +620,7 @@ async fn trace_links_use_the_address_a_browser_reaches() {
         .mount(&app.langfuse)
         .await;
     let bob = app.user("bob", "user").await;
-    let page: Value = app
-        .get("/observability/traces", Some(&bob))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/observability/traces", &bob).await;
     assert_eq!(
         page["data"][0]["url"],
         "https://langfuse.example.com/trace/0af7651916cd43dd8448eb211c80319c"

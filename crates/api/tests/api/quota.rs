@@ -47,12 +47,7 @@ async fn chat(app: &TestApp, token: &str) -> reqwest::Response {
 /// Polls the report until `check` holds (settlement happens off the request path).
 async fn report_until(app: &TestApp, token: &str, check: impl Fn(&Value) -> bool) -> Value {
     for _ in 0..100 {
-        let report: Value = app
-            .get("/observability/quota", Some(token))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let report: Value = app.get_json("/observability/quota", token).await;
         if check(&report) {
             return report;
         }
@@ -229,11 +224,8 @@ async fn a_user_sees_their_own_quota_and_an_admin_anyones() {
     let bob = app.user("bob", "user").await;
     chat(&app, &bob).await;
     let own: Value = app
-        .get("/observability/quota?user_id=alice", Some(&bob))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/observability/quota?user_id=alice", &bob)
+        .await;
     assert_eq!(
         own["user_id"], "bob",
         "a user never sees another user's quota"
@@ -249,11 +241,8 @@ async fn a_user_sees_their_own_quota_and_an_admin_anyones() {
     );
     let admin = app.user("root", "admin").await;
     let bobs: Value = app
-        .get("/observability/quota?user_id=bob&role=user", Some(&admin))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/observability/quota?user_id=bob&role=user", &admin)
+        .await;
     assert_eq!(bobs["user_id"], "bob");
     assert_eq!(bobs["scopes"][0]["used"]["requests_this_minute"], 1);
 }

@@ -47,6 +47,18 @@ async fn start_stream(socket: &mut TcpStream) {
     socket.write_all(&chunk(EVENT)).await.unwrap();
 }
 
+/// bff, without telemetry, in front of the raw fake at `litellm_url`, and a user's token.
+async fn app_in_front_of(litellm_url: String) -> (TestApp, String) {
+    let app = spawn_with(Options {
+        vars: vec![("LITELLM_URL", litellm_url)],
+        no_telemetry: true,
+        ..Options::default()
+    })
+    .await;
+    let token = app.user("alice", "user").await;
+    (app, token)
+}
+
 #[tokio::test]
 async fn chunks_reach_the_client_before_litellm_has_finished() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -61,13 +73,7 @@ async fn chunks_reach_the_client_before_litellm_has_finished() {
         socket.write_all(&chunk(b"data: [DONE]\n\n")).await.unwrap();
         socket.write_all(b"0\r\n\r\n").await.unwrap();
     });
-    let app = spawn_with(Options {
-        vars: vec![("LITELLM_URL", litellm_url)],
-        no_telemetry: true,
-        ..Options::default()
-    })
-    .await;
-    let token = app.user("alice", "user").await;
+    let (app, token) = app_in_front_of(litellm_url).await;
     let response = app
         .post_json("/chat/stream", &token, &chat_body("fake-gpt", true))
         .await;
@@ -159,13 +165,7 @@ async fn a_client_that_leaves_while_the_model_pauses_closes_the_upstream_request
         while socket.read(&mut rest).await.is_ok_and(|read| read > 0) {}
         let _ = closed_tx.send(());
     });
-    let app = spawn_with(Options {
-        vars: vec![("LITELLM_URL", litellm_url)],
-        no_telemetry: true,
-        ..Options::default()
-    })
-    .await;
-    let token = app.user("alice", "user").await;
+    let (app, token) = app_in_front_of(litellm_url).await;
     {
         let response = app
             .post_json("/chat/stream", &token, &chat_body("fake-gpt", true))
@@ -178,12 +178,7 @@ async fn a_client_that_leaves_while_the_model_pauses_closes_the_upstream_request
         .await
         .expect("the upstream request stayed open: bff did not notice the client left")
         .unwrap();
-    let traffic: Value = app
-        .get("/observability/traffic", Some(&token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let traffic: Value = app.get_json("/observability/traffic", &token).await;
     assert_eq!(
         traffic["active_streams"], 0,
         "the stream is closed, not counted open"
