@@ -63,7 +63,7 @@ function svg(tag, attributes, title) {
   if (title) { const t = document.createElementNS("http://www.w3.org/2000/svg", "title"); t.textContent = title; node.append(t); }
   return node;
 }
-// A bar chart: `bars` are {label, value, alert?, title}; values share one scale.
+// A bar chart: `bars` are {value, alert? (stacked in red), title (tooltip), maxLabel}; one scale.
 function barChart(id, bars, summary) {
   const width = 600, height = 120, pad = 14;
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": summary, preserveAspectRatio: "none" });
