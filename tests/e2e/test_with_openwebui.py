@@ -110,9 +110,11 @@ def test_revocation_and_demotion_take_effect_within_the_cache_ttl(stack):
     openwebui_admin.expect(openwebui_admin.call(stack.openwebui, "POST", revoke, admin), "revoke")
     update = f"/api/v1/users/{demoted.id}/update"
     openwebui_admin.expect(openwebui_admin.call(stack.openwebui, "POST", update, admin, {"role": "pending"}), "demote")
-    # The cache may answer for at most AUTH_CACHE_TTL_SECONDS; one more second for the polling.
-    assert wait_for_status(models(revoked), 401, stack.cache_ttl + 1) <= stack.cache_ttl + 1
-    assert wait_for_status(models(demoted), 403, stack.cache_ttl + 1) <= stack.cache_ttl + 1
+    # The cache may answer for at most AUTH_CACHE_TTL_SECONDS; two more seconds for the polling
+    # and Open WebUI's answer on a busy CI machine.
+    limit = stack.cache_ttl + 2
+    assert wait_for_status(models(revoked), 401, limit) <= limit
+    assert wait_for_status(models(demoted), 403, limit) <= limit
 
 
 @pytest.mark.parametrize("mode, credential", [("session", "session"), ("bearer", "forwarded_jwt")])
