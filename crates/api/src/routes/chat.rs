@@ -34,20 +34,7 @@ pub async fn completions(
     identity: Identity,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let chat = admit(&request, &body, &identity, &state)?;
-    let stream = chat.stream == Some(true);
-    let info = RequestInfo::of(&request);
-    let ticket = take_quota(&info, &identity, &state, &chat.model).await?;
-    handle(
-        request,
-        info,
-        identity,
-        state.into_inner(),
-        chat,
-        stream,
-        ticket,
-    )
-    .await
+    serve(request, body, identity, state, false).await
 }
 
 /// Always-streaming chat.
@@ -57,7 +44,20 @@ pub async fn stream(
     identity: Identity,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    serve(request, body, identity, state, true).await
+}
+
+/// Both chat routes: admission, quota, then the call; `always_stream` streams whatever the
+/// body says.
+async fn serve(
+    request: HttpRequest,
+    body: web::Bytes,
+    identity: Identity,
+    state: web::Data<AppState>,
+    always_stream: bool,
+) -> Result<HttpResponse, ApiError> {
     let chat = admit(&request, &body, &identity, &state)?;
+    let stream = always_stream || chat.stream == Some(true);
     let info = RequestInfo::of(&request);
     let ticket = take_quota(&info, &identity, &state, &chat.model).await?;
     handle(
@@ -66,7 +66,7 @@ pub async fn stream(
         identity,
         state.into_inner(),
         chat,
-        true,
+        stream,
         ticket,
     )
     .await

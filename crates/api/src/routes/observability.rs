@@ -56,13 +56,17 @@ pub struct UsageQuery {
     to: Option<String>,
 }
 
-/// The user a request may see: any (or all) with `observability:all`, else only the caller.
-fn scoped_user(state: &AppState, identity: &Identity, requested: Option<String>) -> Option<String> {
-    if state
+/// Whether the caller may see every user's data (`observability:all`), not only their own.
+pub(crate) fn sees_all(state: &AppState, identity: &Identity) -> bool {
+    state
         .gate
         .authorize(identity, Permission::ObservabilityAll)
         .is_ok()
-    {
+}
+
+/// The user a request may see: any (or all) with `observability:all`, else only the caller.
+fn scoped_user(state: &AppState, identity: &Identity, requested: Option<String>) -> Option<String> {
+    if sees_all(state, identity) {
         requested.filter(|user| !user.is_empty())
     } else {
         Some(identity.user_id.clone())
@@ -101,11 +105,7 @@ pub async fn health(identity: Identity, state: web::Data<AppState>) -> HttpRespo
         .chain(redis)
         .collect();
     let mut telemetry = state.telemetry.stats();
-    let sees_all = state
-        .gate
-        .authorize(&identity, Permission::ObservabilityAll)
-        .is_ok();
-    if !sees_all {
+    if !sees_all(&state, &identity) {
         dependencies = dependencies
             .into_iter()
             .map(DependencyStatus::without_detail)

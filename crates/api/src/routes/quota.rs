@@ -5,9 +5,10 @@
 use crate::error::ApiError;
 use crate::quota::calendar::{Windows, rfc3339};
 use crate::quota::{Scope, Used};
+use crate::routes::observability::sees_all;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
-use bff_auth::{Identity, Limits, Permission};
+use bff_auth::{Identity, Limits};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -28,10 +29,7 @@ pub async fn quota(
     query: web::Query<QuotaQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let sees_all = state
-        .gate
-        .authorize(&identity, Permission::ObservabilityAll)
-        .is_ok();
+    let sees_all = sees_all(&state, &identity);
     let (user_id, role) = match query.user_id.filter(|user| sees_all && !user.is_empty()) {
         Some(user) => (user, query.role),
         None => (identity.user_id.clone(), identity.role.clone()),
