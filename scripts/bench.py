@@ -50,8 +50,8 @@ wrk.method = "POST"
 wrk.body = [[%s]]
 wrk.headers["Content-Type"] = "application/json"
 done = function(summary, latency, requests)
-  io.write(string.format("BENCH {\\"rps\\": %%f, \\"p50\\": %%d, \\"p99\\": %%d, \\"p999\\": %%d, \\"errors\\": %%d}\\n",
-    summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99),
+  io.write(string.format("BENCH {\\"requests\\": %%d, \\"rps\\": %%f, \\"p50\\": %%d, \\"p99\\": %%d, \\"p999\\": %%d, \\"errors\\": %%d}\\n",
+    summary.requests, summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99),
     latency:percentile(99.9), summary.errors.status + summary.errors.connect + summary.errors.read
       + summary.errors.write + summary.errors.timeout))
 end
@@ -159,16 +159,28 @@ def start_bff(work: pathlib.Path, binary: pathlib.Path, upstream: int, litellm: 
     return process, port, token
 
 
-def wrk(script: pathlib.Path, url: str, connections: int, token: str = "") -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(script: pathlib.Path, url: str, connections: int, token: str = "", pid: int | None = None) -> dict:
+    """One wrk run; with PID, also that process's CPU time per request (µs), a figure this
+    noisy VM moves far less than req/s."""
     command = ["wrk", "-t", "2" if connections > 1 else "1", "-c", str(connections), "-d", DURATION,
                "-s", str(script), url]
     if token:
         command[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    before = cpu_seconds(pid) if pid else 0.0
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     match = re.search(r"^BENCH (.*)$", output, re.M)
     if not match:
         raise RuntimeError(output)
-    return json.loads(match.group(1))
+    result = json.loads(match.group(1))
+    if pid:
+        result["cpu_us"] = (cpu_seconds(pid) - before) * 1e6 / max(result["requests"], 1)
+    return result
 
 
 def telemetry(port: int) -> dict:
@@ -228,8 +240,8 @@ def main() -> None:
         for _ in range(ROUNDS):  # A B A B: every target once per round
             for connections in (1, 64, 256):
                 for name, url in targets.items():
-                    results[(name, connections)].append(
-                        wrk(script, url, connections, token if name == "bff" else ""))
+                    bff_only = {"token": token, "pid": bff.pid} if name == "bff" else {}
+                    results[(name, connections)].append(wrk(script, url, connections, **bff_only))
         sinks = telemetry(port)
         streaming = stream(work, binary, upstream, streams)
         report(results, sinks, streaming)
@@ -288,6 +300,7 @@ def report(results: dict, sinks: dict, streaming: list) -> None:
         *rows,
         "",
         f"- bff / reference proxy throughput at c=64: **{ratio:.0%}** (target ≥ 60 %).",
+        f"- bff's own CPU per request at c=64 (user + system): **{median(results[('bff', 64)], 'cpu_us'):.0f} µs**.",
         f"- bff's added p50 at c=1 over the reference proxy: **{us(added)}** (target ≤ 50 µs).",
         f"- bff from c=64 to c=256: **{median(results[('bff', 256)], 'rps') / median(results[('bff', 64)], 'rps'):.0%}** "
         "of its c=64 throughput (target: no fall).",

@@ -96,6 +96,8 @@ pub struct LiteLlmClient {
     http: reqwest::Client,
     config: LiteLlmConfig,
     authorization: HeaderValue,
+    /// `{base}/v1/chat/completions`, parsed once rather than on every call.
+    chat_url: Url,
 }
 
 /// A time a call must finish by, and the name its error gives when it passes.
@@ -149,6 +151,8 @@ impl LiteLlmClient {
             HeaderValue::from_str(&format!("Bearer {}", config.api_key.expose()))
                 .map_err(|_| ClientBuildError::InvalidKey)?;
         authorization.set_sensitive(true);
+        let chat_url = Url::parse(&url_of(&config.base_url, "v1/chat/completions"))
+            .map_err(|_| ClientBuildError::InvalidUrl(config.base_url.to_string()))?;
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -160,19 +164,13 @@ impl LiteLlmClient {
             http,
             config,
             authorization,
+            chat_url,
         })
     }
 
     /// The configuration in use.
     pub fn config(&self) -> &LiteLlmConfig {
         &self.config
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!(
-            "{}/{path}",
-            self.config.base_url.as_str().trim_end_matches('/')
-        )
     }
 
     /// Sends `build()` until it succeeds, fails for good, or the attempts or time run out.
@@ -285,7 +283,7 @@ impl LiteLlmClient {
     ) -> reqwest::RequestBuilder {
         let mut request = self
             .http
-            .post(self.url("v1/chat/completions"))
+            .post(self.chat_url.clone())
             .header(reqwest::header::AUTHORIZATION, self.authorization.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("x-litellm-call-id", context.request_id.as_str())
@@ -299,7 +297,7 @@ impl LiteLlmClient {
     }
 
     fn get(&self, path: &str, authorized: bool) -> reqwest::RequestBuilder {
-        let request = self.http.get(self.url(path));
+        let request = self.http.get(url_of(&self.config.base_url, path));
         if authorized {
             request.header(reqwest::header::AUTHORIZATION, self.authorization.clone())
         } else {
@@ -309,6 +307,11 @@ impl LiteLlmClient {
 }
 
 /// Whether waiting `delay` still leaves time before `deadline`.
+/// `path` under `base`, whether or not `base` ends with a slash.
+fn url_of(base: &Url, path: &str) -> String {
+    format!("{}/{path}", base.as_str().trim_end_matches('/'))
+}
+
 fn fits(deadline: Option<Deadline>, delay: Duration) -> bool {
     deadline.is_none_or(|deadline| Instant::now() + delay < deadline.at)
 }

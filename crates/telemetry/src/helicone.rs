@@ -25,7 +25,8 @@ pub struct HeliconeConfig {
     pub endpoint: Url,
     /// `HELICONE_API_KEY`.
     pub api_key: Secret,
-    /// Requests in flight at once. Default 4.
+    /// Posts in flight at once (Helicone has no batch endpoint). Default 16: at 4 the sink fell
+    /// behind bff at 5k req/s on 2 cores and spooled (`make bench`, BENCHMARKS.md).
     pub concurrency: usize,
     /// Per-request timeout. Default 10 s.
     pub timeout: Duration,
@@ -48,7 +49,7 @@ impl HeliconeConfig {
         Ok(Self {
             endpoint,
             api_key,
-            concurrency: 4,
+            concurrency: 16,
             timeout: Duration::from_secs(10),
         })
     }

@@ -282,3 +282,126 @@ async fn failed_requests_are_logged_with_their_status() {
         "upstream_timeout"
     );
 }
+
+/// Helicone has no batch endpoint, so the sink keeps `concurrency` posts in flight (16 by
+/// default). The fake worker answers nothing until that many are waiting at once: a sink that
+/// sends fewer in parallel never gets its first answer.
+#[tokio::test]
+async fn a_batch_keeps_sixteen_posts_in_flight_and_no_more() {
+    let worker = holding::Worker::start(16).await;
+    let config = HeliconeConfig::new(&worker.url, Secret::new(KEY)).unwrap();
+    assert_eq!(config.concurrency, 16);
+    let sink = HeliconeSink::new(config).unwrap();
+    let records: Vec<LlmRecord> = (0..40)
+        .map(|n| chat_record(&format!("req-{n}"), false))
+        .collect();
+    let batch: Vec<&LlmRecord> = records.iter().collect();
+    let results = tokio::time::timeout(Duration::from_secs(10), sink.export(&batch))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the worker held {} posts and waited for 16",
+                worker.most_in_flight()
+            )
+        });
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(worker.most_in_flight(), 16);
+    assert_eq!(worker.answered(), 40);
+}
+
+/// A raw HTTP/1.1 Helicone worker that holds every answer until `hold` posts wait at once.
+mod holding {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::watch;
+    use url::Url;
+
+    #[derive(Default)]
+    struct Counts {
+        in_flight: AtomicUsize,
+        most: AtomicUsize,
+        answered: AtomicUsize,
+    }
+
+    pub struct Worker {
+        pub url: Url,
+        counts: Arc<Counts>,
+    }
+
+    impl Worker {
+        pub async fn start(hold: usize) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap())
+                .parse()
+                .unwrap();
+            let counts = Arc::new(Counts::default());
+            let (release, released) = watch::channel(false);
+            let release = Arc::new(release);
+            let shared = Arc::clone(&counts);
+            tokio::spawn(async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    let connection = (Arc::clone(&shared), Arc::clone(&release), released.clone());
+                    tokio::spawn(serve(socket, hold, connection));
+                }
+            });
+            Self { url, counts }
+        }
+
+        pub fn most_in_flight(&self) -> usize {
+            self.counts.most.load(Ordering::SeqCst)
+        }
+
+        pub fn answered(&self) -> usize {
+            self.counts.answered.load(Ordering::SeqCst)
+        }
+    }
+
+    type Connection = (
+        Arc<Counts>,
+        Arc<watch::Sender<bool>>,
+        watch::Receiver<bool>,
+    );
+
+    async fn serve(mut socket: TcpStream, hold: usize, (counts, release, mut released): Connection) {
+        while read_request(&mut socket).await {
+            let now = counts.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            counts.most.fetch_max(now, Ordering::SeqCst);
+            if now >= hold {
+                release.send_replace(true);
+            }
+            if released.wait_for(|open| *open).await.is_err() {
+                return;
+            }
+            counts.in_flight.fetch_sub(1, Ordering::SeqCst);
+            counts.answered.fetch_add(1, Ordering::SeqCst);
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
+            if socket.write_all(answer).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Reads one request (head and `content-length` body); false when the client closed.
+    async fn read_request(socket: &mut TcpStream) -> bool {
+        let mut data = Vec::new();
+        let mut chunk = [0_u8; 4096];
+        loop {
+            if let Some(end) = data.windows(4).position(|window| window == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .map_or(0, |value| value.trim().parse().unwrap());
+                if data.len() >= end + 4 + length {
+                    return true;
+                }
+            }
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(read) => data.extend_from_slice(&chunk[..read]),
+            }
+        }
+    }
+}
