@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 use std::time::Duration;
+use thread_local::ThreadLocal;
 use tokio::time::Instant;
 use url::Url;
 
@@ -93,7 +95,11 @@ pub enum ClientBuildError {
 /// A LiteLLM proxy client. One connection pool, built once, shared by every call.
 #[derive(Debug, Clone)]
 pub struct LiteLlmClient {
-    http: reqwest::Client,
+    /// One connection pool per thread (see [`LiteLlmClient::http`]).
+    pools: Arc<ThreadLocal<reqwest::Client>>,
+    /// The pool threads share if a per-thread one cannot be built (never seen: the same
+    /// settings built this one).
+    shared: reqwest::Client,
     config: LiteLlmConfig,
     authorization: HeaderValue,
     /// `{base}/v1/chat/completions`, parsed once rather than on every call.
@@ -153,15 +159,10 @@ impl LiteLlmClient {
         authorization.set_sensitive(true);
         let chat_url = Url::parse(&url_of(&config.base_url, "v1/chat/completions"))
             .map_err(|_| ClientBuildError::InvalidUrl(config.base_url.to_string()))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|error| ClientBuildError::Http(error.to_string()))?;
+        let shared = http_client(&config)?;
         Ok(Self {
-            http,
+            pools: Arc::default(),
+            shared,
             config,
             authorization,
             chat_url,
@@ -171,6 +172,16 @@ impl LiteLlmClient {
     /// The configuration in use.
     pub fn config(&self) -> &LiteLlmConfig {
         &self.config
+    }
+
+    /// This thread's connection pool. hyper drives a pooled connection from a task on the
+    /// runtime that opened it, and actix runs one runtime per worker thread: with one pool for
+    /// all, a request on one worker often rode a connection driven by another, so the request
+    /// and every chunk of its answer crossed threads twice. Per-thread pools keep a call, and
+    /// its stream, on the thread that serves the client.
+    fn http(&self) -> &reqwest::Client {
+        self.pools
+            .get_or(|| http_client(&self.config).unwrap_or_else(|_| self.shared.clone()))
     }
 
     /// Sends `build()` until it succeeds, fails for good, or the attempts or time run out.
@@ -282,7 +293,7 @@ impl LiteLlmClient {
         timeout_hint: Option<Duration>,
     ) -> reqwest::RequestBuilder {
         let mut request = self
-            .http
+            .http()
             .post(self.chat_url.clone())
             .header(reqwest::header::AUTHORIZATION, self.authorization.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -297,7 +308,7 @@ impl LiteLlmClient {
     }
 
     fn get(&self, path: &str, authorized: bool) -> reqwest::RequestBuilder {
-        let request = self.http.get(url_of(&self.config.base_url, path));
+        let request = self.http().get(url_of(&self.config.base_url, path));
         if authorized {
             request.header(reqwest::header::AUTHORIZATION, self.authorization.clone())
         } else {
@@ -307,6 +318,18 @@ impl LiteLlmClient {
 }
 
 /// Whether waiting `delay` still leaves time before `deadline`.
+/// A connection pool with the client's timeouts; no redirects (LiteLLM never sends one, and
+/// following one would carry the master key elsewhere).
+fn http_client(config: &LiteLlmConfig) -> Result<reqwest::Client, ClientBuildError> {
+    reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|error| ClientBuildError::Http(error.to_string()))
+}
+
 /// `path` under `base`, whether or not `base` ends with a slash.
 fn url_of(base: &Url, path: &str) -> String {
     format!("{}/{path}", base.as_str().trim_end_matches('/'))

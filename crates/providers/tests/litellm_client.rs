@@ -834,3 +834,95 @@ async fn readiness_of_a_draining_or_absent_proxy_is_an_error() {
     let error = client(&uri).liveness().await.unwrap_err();
     assert!(matches!(error.kind, ErrorKind::Unavailable { .. }));
 }
+
+/// actix runs one runtime per worker thread. A connection opened on one must not carry another
+/// thread's calls (hyper drives it from the runtime that opened it, so every request and chunk
+/// would cross threads): calls alternating between two threads open one connection per thread.
+/// Both runtimes keep running between calls, as actix's do, so a shared pool would reuse one.
+#[test]
+fn each_thread_calls_litellm_over_its_own_connections() {
+    let server = tokio::runtime::Runtime::new().unwrap();
+    let (uri, connections) = server.block_on(counting_litellm());
+    let client = std::sync::Arc::new(client(&uri));
+    let workers: Vec<_> = (0..2).map(|_| worker_thread(&client)).collect();
+    for call in 0..6 {
+        let (reply, answer) = std::sync::mpsc::channel();
+        workers[call % 2].send(reply).unwrap();
+        answer.recv().unwrap().unwrap();
+    }
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// A thread with its own current-thread runtime that makes one chat call per job, and keeps
+/// running between jobs.
+fn worker_thread(
+    client: &std::sync::Arc<LiteLlmClient>,
+) -> tokio::sync::mpsc::UnboundedSender<std::sync::mpsc::Sender<Result<(), ProviderError>>> {
+    let (jobs, mut receiver) = tokio::sync::mpsc::unbounded_channel::<
+        std::sync::mpsc::Sender<Result<(), ProviderError>>,
+    >();
+    let client = std::sync::Arc::clone(client);
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            while let Some(reply) = receiver.recv().await {
+                let result = client.chat(&context(), chat_request(false, false)).await;
+                let _ = reply.send(result.map(|_| ()));
+            }
+        });
+    });
+    jobs
+}
+
+/// A keep-alive LiteLLM that answers every chat at once and counts the connections it accepts.
+async fn counting_litellm() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap());
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let body = br#"{"id":"c","object":"chat.completion","created":1,"model":"fake-gpt","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
+                let mut answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                answer.extend_from_slice(body);
+                while read_one_request(&mut socket).await {
+                    if socket.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (uri, connections)
+}
+
+/// Reads one request, head and `content-length` body; false once the client has closed.
+async fn read_one_request(socket: &mut tokio::net::TcpStream) -> bool {
+    let mut data = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    loop {
+        if let Some(end) = data.windows(4).position(|window| window == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .map_or(0, |value| value.trim().parse().unwrap());
+            if data.len() >= end + 4 + length {
+                return true;
+            }
+        }
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(read) => data.extend_from_slice(&chunk[..read]),
+        }
+    }
+}

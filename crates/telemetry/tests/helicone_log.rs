@@ -358,13 +358,13 @@ mod holding {
         }
     }
 
-    type Connection = (
-        Arc<Counts>,
-        Arc<watch::Sender<bool>>,
-        watch::Receiver<bool>,
-    );
+    type Connection = (Arc<Counts>, Arc<watch::Sender<bool>>, watch::Receiver<bool>);
 
-    async fn serve(mut socket: TcpStream, hold: usize, (counts, release, mut released): Connection) {
+    async fn serve(
+        mut socket: TcpStream,
+        hold: usize,
+        (counts, release, mut released): Connection,
+    ) {
         while read_request(&mut socket).await {
             let now = counts.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             counts.most.fetch_max(now, Ordering::SeqCst);
@@ -376,7 +376,8 @@ mod holding {
             }
             counts.in_flight.fetch_sub(1, Ordering::SeqCst);
             counts.answered.fetch_add(1, Ordering::SeqCst);
-            let answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
+            let answer =
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
             if socket.write_all(answer).await.is_err() {
                 return;
             }
