@@ -72,25 +72,33 @@ class Upstream:
         await writer.drain()
 
 
-async def open_stream(port: int, token: str, prompt: str):
-    """Sends a streaming chat; returns (reader, writer, time sent)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def send_chat(reader, writer, token: str, prompt: str, keep_alive: bool = False) -> float:
+    """Sends a streaming chat on an open connection and reads the response head; returns when
+    it was sent."""
     body = json.dumps({"model": "bench-model", "stream": True,
                        "messages": [{"role": "user", "content": prompt}]}).encode()
     auth = f"Authorization: Bearer {token}\r\n".encode() if token else b""
+    close = b"" if keep_alive else b"Connection: close\r\n"
     writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                 + auth + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+                 + auth + b"Content-Length: %d\r\n" % len(body) + close + b"\r\n" + body)
     sent = time.monotonic()
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
         raise RuntimeError(head.decode(errors="replace"))
+    return sent
+
+
+async def open_stream(port: int, token: str, prompt: str):
+    """Sends a streaming chat on a new connection; returns (reader, writer, time sent)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sent = await send_chat(reader, writer, token, prompt)
     return reader, writer, sent
 
 
-async def timed_stream(port: int, token: str) -> tuple:
-    """One whole stream: (time to first chunk, gaps between chunks), in microseconds."""
-    reader, writer, sent = await open_stream(port, token, "hello")
+async def read_ticks(reader, sent: float) -> tuple:
+    """Reads a chunked SSE answer to its last chunk: (time to first chunk, gaps between chunks),
+    in microseconds."""
     arrivals = []
     while True:
         line = await reader.readline()
@@ -98,10 +106,34 @@ async def timed_stream(port: int, token: str) -> tuple:
             break
         if line.startswith(b"data: ") and b"tick" in line:
             arrivals.append(time.monotonic())
-    writer.close()
     first = (arrivals[0] - sent) * 1e6
     gaps = [(b - a) * 1e6 for a, b in zip(arrivals, arrivals[1:])]
     return first, gaps
+
+
+async def timed_stream(port: int, token: str) -> tuple:
+    """One whole stream on a new connection, as a browser's first request: (time to first
+    chunk, gaps between chunks), in microseconds."""
+    reader, writer, sent = await open_stream(port, token, "hello")
+    result = await read_ticks(reader, sent)
+    writer.close()
+    return result
+
+
+async def kept_alive_firsts(ports: dict, token: str) -> dict:
+    """Time to first chunk (µs) over one kept-alive connection per target, as Open WebUI's
+    connection pool sends them; short fast streams, alternating targets."""
+    connections = {name: await asyncio.open_connection("127.0.0.1", port) for name, port in ports.items()}
+    firsts = {name: [] for name in ports}
+    for _ in range(STREAMS):
+        for name, (reader, writer) in connections.items():
+            sent = await send_chat(reader, writer, token if name == "bff" else "", "hello pace=1", keep_alive=True)
+            first, _ = await read_ticks(reader, sent)
+            await reader.readline()  # the blank line that ends the chunked body
+            firsts[name].append(first)
+    for _, writer in connections.values():
+        writer.close()
+    return firsts
 
 
 async def disconnect_delay(port: int, token: str, upstream: Upstream) -> float:
@@ -150,9 +182,11 @@ async def measure(ports: dict, token: str, pid: int, upstream: Upstream) -> dict
             first, between = await timed_stream(port, token if name == "bff" else "")
             firsts[name].append(first)
             gaps[name].extend(between)
+    kept = await kept_alive_firsts(ports, token)
     delays = [await disconnect_delay(ports["bff"], token, upstream) for _ in range(10)]
     loaded = await many_open(ports["bff"], token, pid)
-    return {"firsts": firsts, "gaps": gaps, "delays": delays, "idle_kib": idle, "loaded_kib": loaded}
+    return {"firsts": firsts, "kept": kept, "gaps": gaps, "delays": delays, "idle_kib": idle,
+            "loaded_kib": loaded}
 
 
 def run(ports: dict, token: str, pid: int) -> dict:
@@ -172,16 +206,18 @@ def run(ports: dict, token: str, pid: int) -> dict:
 
 def report_lines(results: dict) -> list:
     us = lambda value: f"{value:.0f} µs" if value < 1000 else f"{value / 1000:.2f} ms"
-    first, gap = results["firsts"], results["gaps"]
+    first, kept, gap = results["firsts"], results["kept"], results["gaps"]
     added = lambda series, name, share: percentile(series[name], share) - percentile(series["direct"], share)
     delays = results["delays"]
     rows = []
-    for label, series in (("time to first chunk", first), ("gap between chunks", gap)):
+    for label, series in (("time to first chunk, new connection", first),
+                          ("time to first chunk, kept-alive connection", kept), ("gap between chunks", gap)):
         for name in ("reference proxy", "bff"):
             rows.append(f"| {label}, {name} | {us(percentile(series['direct'], .5))} | {us(percentile(series[name], .5))} "
                         f"| **{us(added(series, name, .5))}** | {us(added(series, name, .99))} |")
     return [
-        f"Streaming ({STREAMS} streams per target, alternating; {CHUNKS} chunks {PACE_MS:g} ms apart; "
+        f"Streaming ({STREAMS} streams per target, alternating; {CHUNKS} chunks {PACE_MS:g} ms apart, each on a new "
+        f"connection; then {STREAMS} short streams per target over one kept-alive connection each; "
         "reference proxy: nginx with `proxy_buffering off`):",
         "",
         "| | direct p50 | through it p50 | added p50 | added p99 |",
