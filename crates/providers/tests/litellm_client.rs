@@ -15,6 +15,8 @@ use bff_providers::{
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use wiremock::matchers::{method, path};
@@ -843,25 +845,24 @@ async fn readiness_of_a_draining_or_absent_proxy_is_an_error() {
 fn each_thread_calls_litellm_over_its_own_connections() {
     let server = tokio::runtime::Runtime::new().unwrap();
     let (uri, connections) = server.block_on(counting_litellm());
-    let client = std::sync::Arc::new(client(&uri));
+    let client = Arc::new(client(&uri));
     let workers: Vec<_> = (0..2).map(|_| worker_thread(&client)).collect();
     for call in 0..6 {
         let (reply, answer) = std::sync::mpsc::channel();
         workers[call % 2].send(reply).unwrap();
         answer.recv().unwrap().unwrap();
     }
-    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
+
+/// A call to make: where to send its outcome.
+type Job = std::sync::mpsc::Sender<Result<(), ProviderError>>;
 
 /// A thread with its own current-thread runtime that makes one chat call per job, and keeps
 /// running between jobs.
-fn worker_thread(
-    client: &std::sync::Arc<LiteLlmClient>,
-) -> tokio::sync::mpsc::UnboundedSender<std::sync::mpsc::Sender<Result<(), ProviderError>>> {
-    let (jobs, mut receiver) = tokio::sync::mpsc::unbounded_channel::<
-        std::sync::mpsc::Sender<Result<(), ProviderError>>,
-    >();
-    let client = std::sync::Arc::clone(client);
+fn worker_thread(client: &Arc<LiteLlmClient>) -> tokio::sync::mpsc::UnboundedSender<Job> {
+    let (jobs, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Job>();
+    let client = Arc::clone(client);
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -878,14 +879,14 @@ fn worker_thread(
 }
 
 /// A keep-alive LiteLLM that answers every chat at once and counts the connections it accepts.
-async fn counting_litellm() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+async fn counting_litellm() -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let uri = format!("http://{}", listener.local_addr().unwrap());
-    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = std::sync::Arc::clone(&connections);
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            counted.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let body = br#"{"id":"c","object":"chat.completion","created":1,"model":"fake-gpt","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
                 let mut answer = format!(
