@@ -5,14 +5,15 @@
 //! retryable failure, not a success.
 
 use crate::error::TelemetryError;
+use crate::helicone_body::LogBody;
 use crate::http;
-use crate::record::{LlmRecord, Outcome, UnixNanos, hex};
+use crate::record::{LlmRecord, hex};
 use crate::secret::Secret;
 use crate::sink::{ExportError, TelemetrySink};
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
 use ring::digest::{SHA1_FOR_LEGACY_USE_ONLY, digest};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -126,11 +127,6 @@ impl TelemetrySink for HeliconeSink {
     }
 }
 
-/// `{seconds, milliseconds}` as Helicone's timing wants it.
-fn timing_point(time: UnixNanos) -> Value {
-    json!({"seconds": time.0 / 1_000_000_000, "milliseconds": (time.0 / 1_000_000) % 1000})
-}
-
 /// bff's namespace for name-based (v5) Helicone request ids.
 const REQUEST_ID_NAMESPACE: [u8; 16] = [
     0x6b, 0x1f, 0x2a, 0x4e, 0x90, 0x3c, 0x4d, 0x5e, 0x8a, 0x17, 0x2c, 0x61, 0x0f, 0xd3, 0x9b, 0x44,
@@ -185,121 +181,7 @@ fn uuid_version(id: &str) -> Option<u32> {
         .flatten()
 }
 
-/// A stream as Helicone reads one (`textBody`): the SSE text of an OpenAI stream with usage —
-/// the output, the finish, a usage chunk with `choices: []`, then `[DONE]`.
-fn sse_text(record: &LlmRecord, model: &str, usage: Option<&Value>) -> String {
-    let chunk = |choices: Value, usage: Option<&Value>| {
-        let mut chunk = json!({"id": record.upstream_call_id, "object": "chat.completion.chunk",
-                               "model": model, "choices": choices});
-        if let (Some(usage), Some(fields)) = (usage, chunk.as_object_mut()) {
-            fields.insert("usage".into(), usage.clone());
-        }
-        format!("data: {chunk}\n\n")
-    };
-    let mut text = chunk(
-        json!([{"index": 0, "delta": {"role": "assistant", "content": record.output}}]),
-        None,
-    );
-    text.push_str(&chunk(
-        json!([{"index": 0, "delta": {}, "finish_reason": record.finish_reason}]),
-        None,
-    ));
-    if usage.is_some() {
-        text.push_str(&chunk(json!([]), usage));
-    }
-    text.push_str("data: [DONE]\n\n");
-    text
-}
-
-/// The async-log body for one record.
-pub fn log_body(record: &LlmRecord) -> Value {
-    let mut meta = Map::new();
-    meta.insert(
-        "Helicone-Request-Id".into(),
-        helicone_request_id(record).into(),
-    );
-    let mut put = |key: &str, value: Option<&str>| {
-        if let Some(value) = value.filter(|value| !value.is_empty()) {
-            meta.insert(key.into(), value.into());
-        }
-    };
-    put("Helicone-User-Id", record.user_id.as_deref());
-    put("Helicone-Session-Id", record.session_id.as_deref());
-    put("Helicone-Property-Route", Some(&record.route));
-    put("Helicone-Property-Role", record.role.as_deref());
-    put("Helicone-Property-Workspace", record.workspace.as_deref());
-    put("Helicone-Property-Trace-Id", Some(&record.trace_id));
-    put(
-        "Helicone-Property-Environment",
-        record.environment.as_deref(),
-    );
-
-    let mut request = Map::new();
-    request.insert("model".into(), record.model_requested.clone().into());
-    if let Some(input) = &record.input {
-        request.insert("messages".into(), input.clone());
-    }
-    request.insert("stream".into(), record.stream.into());
-
-    let usage = record.usage.as_ref().map(|usage| {
-        json!({"prompt_tokens": usage.input, "completion_tokens": usage.output,
-               "total_tokens": usage.total})
-    });
-    let model = record
-        .model_served
-        .as_deref()
-        .unwrap_or(&record.model_requested);
-    let (status, response_json, text_body) = match record.outcome {
-        Outcome::Error | Outcome::Cancelled => {
-            let error = record.error.as_ref();
-            (
-                error
-                    .and_then(|error| error.status)
-                    .unwrap_or(match record.outcome {
-                        Outcome::Cancelled => 499,
-                        _ => 500,
-                    }),
-                json!({"error": {
-                    "message": error.map_or("cancelled: the client disconnected", |e| e.message.as_str()),
-                    "type": error.map_or("cancelled", |e| e.kind.as_str()),
-                }}),
-                None,
-            )
-        }
-        Outcome::Ok if record.stream => (
-            200,
-            json!({}),
-            Some(sse_text(record, model, usage.as_ref())),
-        ),
-        Outcome::Ok => (
-            200,
-            json!({"id": record.upstream_call_id, "object": "chat.completion", "model": model,
-                   "choices": [{"index": 0,
-                                "message": {"role": "assistant", "content": record.output},
-                                "finish_reason": record.finish_reason}],
-                   "usage": usage}),
-            None,
-        ),
-    };
-    let content_type = if text_body.is_some() {
-        "text/event-stream"
-    } else {
-        "application/json"
-    };
-    let mut timing = Map::new();
-    timing.insert("startTime".into(), timing_point(record.started_at));
-    timing.insert(
-        "endTime".into(),
-        timing_point(record.ended_at.max(record.started_at)),
-    );
-    if let Some(first) = record.first_token_at {
-        let milliseconds = first.0.saturating_sub(record.started_at.0) / 1_000_000;
-        timing.insert("timeToFirstToken".into(), milliseconds.into());
-    }
-    json!({
-        "providerRequest": {"url": "custom-model-nopath", "json": request, "meta": meta},
-        "providerResponse": {"json": response_json, "textBody": text_body, "status": status,
-                             "headers": {"content-type": content_type}},
-        "timing": timing,
-    })
+/// The async-log body for one record, borrowing from it; serialize it with serde.
+pub fn log_body(record: &LlmRecord) -> LogBody<'_> {
+    crate::helicone_body::body(record, helicone_request_id(record))
 }

@@ -37,6 +37,7 @@
 mod counters;
 mod error;
 mod helicone;
+mod helicone_body;
 mod http;
 mod langfuse;
 mod logging;
@@ -49,6 +50,7 @@ mod spool;
 pub use counters::{SinkCounters, SinkStats};
 pub use error::TelemetryError;
 pub use helicone::{HeliconeConfig, HeliconeSink, helicone_request_id, log_body};
+pub use helicone_body::LogBody;
 pub use langfuse::{GENERATION_NAME, LangfuseConfig, LangfuseSink, basic_authorization};
 pub use logging::{LogFormat, LogGuard, init_logging};
 pub use pipeline::{Pipeline, PipelineConfig};
