@@ -37,5 +37,5 @@ fmt-check: ## fail if the code is not formatted
 bench: ## bff vs an instant upstream and a reference proxy (nginx + wrk, loopback); writes BENCHMARKS.md
 	python3 scripts/bench.py
 
-bench-record: ## criterion benchmarks of telemetry's record() and Helicone body (results in crates/telemetry/README.md)
-	$(CARGO) bench -p bff-telemetry
+bench-record: ## criterion benchmarks: telemetry's record() and Helicone body, session-token checks (results in the crates' READMEs)
+	$(CARGO) bench -p bff-telemetry -p bff-auth

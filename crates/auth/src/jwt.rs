@@ -2,18 +2,32 @@
 //!
 //! Signature checking is delegated to `jsonwebtoken`; this module adds what that crate leaves to
 //! the caller: a size cap, a strict `alg` check that reports what was presented, and claim-time
-//! rules with an explicit clock so tests can pin "now".
+//! rules with an explicit clock so tests can pin "now". A token whose signature verified is
+//! remembered (by its SHA-256) so the next request with it skips the HMAC and the decoding; its
+//! time claims are checked again on every use.
 
+use crate::service_keys::sha256;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use moka::sync::Cache;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Largest token accepted, in bytes. Anything longer is rejected before it is decoded.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Verified tokens remembered per verifier (about 0.5 KB each).
+const VERIFIED_CAPACITY: u64 = 10_000;
+
+/// How long a remembered token stays unused before it is forgotten.
+const VERIFIED_IDLE: Duration = Duration::from_secs(600);
+
+/// The claims of a token, shared by every request that presents it.
+pub(crate) type Claims = Arc<Map<String, Value>>;
 
 /// Why a token was refused. Messages never contain the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +99,11 @@ pub(crate) fn now_unix() -> u64 {
 pub(crate) struct Hs256Verifier {
     key: DecodingKey,
     leeway_secs: u64,
+    /// Claims of tokens whose header and signature verified, by the token's SHA-256 (never the
+    /// token itself). HMAC and decoding give the same answer for the same bytes, so only the
+    /// time claims need checking again. Only verified tokens enter: without the key no one can
+    /// fill it. Bounded in entries (moka: constant-time eviction by frequency and recency).
+    verified: Cache<[u8; 32], Claims>,
 }
 
 impl Hs256Verifier {
@@ -92,6 +111,10 @@ impl Hs256Verifier {
         Self {
             key: DecodingKey::from_secret(secret),
             leeway_secs,
+            verified: Cache::builder()
+                .max_capacity(VERIFIED_CAPACITY)
+                .time_to_idle(VERIFIED_IDLE)
+                .build(),
         }
     }
 
@@ -104,18 +127,31 @@ impl Hs256Verifier {
         token: &str,
         now: u64,
         require_exp: bool,
-    ) -> Result<Map<String, Value>, TokenError> {
+    ) -> Result<Claims, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLarge);
         }
-        check_header(token)?;
+        let digest = sha256(token.as_bytes());
+        if let Some(claims) = self.verified.get(&digest) {
+            self.check_times(&claims, now, require_exp)?;
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.decode(token)?);
+        self.check_times(&claims, now, require_exp)?;
+        self.verified.insert(digest, Arc::clone(&claims));
+        Ok(claims)
+    }
 
+    /// Header and signature checked, the claims object decoded; no time rules.
+    fn decode(&self, token: &str) -> Result<Map<String, Value>, TokenError> {
+        check_header(token)?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims = HashSet::new();
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &validation)
+        jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &validation)
+            .map(|data| data.claims)
             .map_err(|error| match error.kind() {
                 ErrorKind::InvalidSignature => TokenError::BadSignature,
                 ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
@@ -126,11 +162,7 @@ impl Hs256Verifier {
                     TokenError::Malformed("the payload is not a JSON object")
                 }
                 _ => TokenError::Malformed("cannot be decoded"),
-            })?
-            .claims;
-
-        self.check_times(&claims, now, require_exp)?;
-        Ok(claims)
+            })
     }
 
     fn check_times(
@@ -250,5 +282,73 @@ pub(crate) mod test_tokens {
             URL_SAFE_NO_PAD.encode(claims.to_string()),
             signature
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::test_tokens::hs256;
+    use super::*;
+    use serde_json::json;
+
+    const SECRET: &str = "t0p-secret-key-of-at-least-32-bytes!";
+    const NOW: u64 = 1_795_551_560;
+
+    fn remembered(verifier: &Hs256Verifier) -> u64 {
+        verifier.verified.run_pending_tasks();
+        verifier.verified.entry_count()
+    }
+
+    #[test]
+    fn a_remembered_token_is_still_refused_once_it_expires() {
+        let verifier = Hs256Verifier::new(SECRET.as_bytes(), 0);
+        let token = hs256(SECRET, &json!({"id": "u1", "exp": NOW + 60}));
+        assert_eq!(verifier.verify(&token, NOW, true).unwrap()["id"], "u1");
+        assert_eq!(remembered(&verifier), 1);
+        assert_eq!(verifier.verify(&token, NOW + 59, true).unwrap()["id"], "u1");
+        assert_eq!(
+            verifier.verify(&token, NOW + 60, true),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn only_tokens_that_pass_every_check_are_remembered() {
+        let verifier = Hs256Verifier::new(SECRET.as_bytes(), 0);
+        let forged = hs256("another-secret-of-at-least-32-bytes!", &json!({"id": "u1"}));
+        let not_yet = hs256(
+            SECRET,
+            &json!({"id": "u1", "exp": NOW + 60, "nbf": NOW + 30}),
+        );
+        assert_eq!(
+            verifier.verify(&forged, NOW, false),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            verifier.verify(&not_yet, NOW, true),
+            Err(TokenError::NotYetValid)
+        );
+        assert_eq!(remembered(&verifier), 0);
+        // Valid later: verified in full then, and remembered.
+        assert!(verifier.verify(&not_yet, NOW + 30, true).is_ok());
+        assert_eq!(remembered(&verifier), 1);
+    }
+
+    #[test]
+    fn a_remembered_token_vouches_for_no_other_bytes() {
+        let verifier = Hs256Verifier::new(SECRET.as_bytes(), 0);
+        let token = hs256(SECRET, &json!({"id": "u1", "exp": NOW + 60}));
+        verifier.verify(&token, NOW, true).unwrap();
+        let [header, _, signature] = token.split('.').collect::<Vec<_>>()[..] else {
+            panic!("three segments")
+        };
+        let other_claims =
+            URL_SAFE_NO_PAD.encode(json!({"id": "admin", "exp": NOW + 60}).to_string());
+        let tampered = format!("{header}.{other_claims}.{signature}");
+        assert_eq!(
+            verifier.verify(&tampered, NOW, true),
+            Err(TokenError::BadSignature)
+        );
     }
 }
