@@ -92,7 +92,8 @@ pub enum ClientBuildError {
     Http(String),
 }
 
-/// A LiteLLM proxy client. One connection pool, built once, shared by every call.
+/// A LiteLLM proxy client: one connection pool per thread that calls it, each kept for every
+/// later call from that thread.
 #[derive(Debug, Clone)]
 pub struct LiteLlmClient {
     /// One connection pool per thread (see [`LiteLlmClient::http`]).
@@ -317,7 +318,6 @@ impl LiteLlmClient {
     }
 }
 
-/// Whether waiting `delay` still leaves time before `deadline`.
 /// A connection pool with the client's timeouts; no redirects (LiteLLM never sends one, and
 /// following one would carry the master key elsewhere).
 fn http_client(config: &LiteLlmConfig) -> Result<reqwest::Client, ClientBuildError> {
@@ -335,6 +335,7 @@ fn url_of(base: &Url, path: &str) -> String {
     format!("{}/{path}", base.as_str().trim_end_matches('/'))
 }
 
+/// Whether waiting `delay` still leaves time before `deadline`.
 fn fits(deadline: Option<Deadline>, delay: Duration) -> bool {
     deadline.is_none_or(|deadline| Instant::now() + delay < deadline.at)
 }
