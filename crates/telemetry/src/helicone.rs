@@ -107,6 +107,12 @@ impl TelemetrySink for HeliconeSink {
         "helicone"
     }
 
+    /// Helicone takes one record per call: waiting to fill a batch would only turn a steady
+    /// flow into bursts of posts (measured in BENCHMARKS.md §11).
+    fn fills_batches(&self) -> bool {
+        false
+    }
+
     async fn export(&self, batch: &[&LlmRecord]) -> Vec<Result<(), ExportError>> {
         type Sending<'a> =
             Pin<Box<dyn Future<Output = (usize, Result<(), ExportError>)> + Send + 'a>>;

@@ -61,6 +61,9 @@ pub fn init_logging(format: LogFormat, filter: &str) -> Result<LogGuard, Telemet
             .json()
             .flatten_event(true)
             .with_current_span(true)
+            // The request span is the only span; listing it again as `spans` doubled its
+            // fields on every line.
+            .with_span_list(false)
             .try_init(),
         LogFormat::Pretty => builder.try_init(),
     };

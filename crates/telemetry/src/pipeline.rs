@@ -40,7 +40,8 @@ use tokio::time::Instant;
 /// except for `spool_dir`, which is off until set.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
-    /// Export when this many records are waiting. Default 50.
+    /// Export when this many records are waiting. Default 50. (A sink that does not fill
+    /// batches, [`TelemetrySink::fills_batches`], exports what is queued, up to this many.)
     pub batch_size: usize,
     /// …or when the oldest waiting record is this old. Default 1 s.
     pub flush_interval: Duration,
@@ -457,9 +458,19 @@ impl Worker {
     }
 
     /// A batch starting with `first`: up to `batch_size` records, or what arrived within
-    /// `flush_interval`, or what there is when shutdown begins.
+    /// `flush_interval`, or what there is when shutdown begins. For a sink that does not fill
+    /// batches, what is queued now (up to `batch_size`).
     async fn fill_batch(&mut self, first: Queued) -> Vec<SharedRecord> {
         let mut batch = vec![self.queue_budget.release(first)];
+        if !self.sink.fills_batches() {
+            while batch.len() < self.config.batch_size {
+                match self.queue.try_recv() {
+                    Ok(queued) => batch.push(self.queue_budget.release(queued)),
+                    Err(_) => break,
+                }
+            }
+            return batch;
+        }
         let flush_at = after(self.config.flush_interval);
         while batch.len() < self.config.batch_size && self.stopping().is_none() {
             tokio::select! {
@@ -688,6 +699,7 @@ mod tests {
     /// A sink whose answers and speed the test sets.
     struct Scripted {
         up: AtomicBool,
+        fills_batches: bool,
         delay: Duration,
         retry_after: Option<Duration>,
         calls: AtomicU64,
@@ -698,6 +710,7 @@ mod tests {
         fn new(up: bool, delay: Duration) -> Arc<Self> {
             Arc::new(Self {
                 up: AtomicBool::new(up),
+                fills_batches: true,
                 delay,
                 retry_after: None,
                 calls: AtomicU64::new(0),
@@ -717,6 +730,10 @@ mod tests {
     impl TelemetrySink for Scripted {
         fn name(&self) -> &str {
             "scripted"
+        }
+
+        fn fills_batches(&self) -> bool {
+            self.fills_batches
         }
 
         async fn export(&self, batch: &[&LlmRecord]) -> Vec<Result<(), ExportError>> {
@@ -766,6 +783,40 @@ mod tests {
     async fn settle() {
         for _ in 0..50 {
             tokio::task::yield_now().await;
+        }
+    }
+
+    /// A sink that fills batches waits for `batch_size` records or `flush_interval`; one that
+    /// does not gets each record at once, and what queued meanwhile in one call.
+    #[tokio::test(start_paused = true)]
+    async fn a_sink_that_does_not_fill_batches_gets_records_as_they_come() {
+        for fills_batches in [true, false] {
+            let sink = Arc::new(Scripted {
+                fills_batches,
+                ..Arc::into_inner(Scripted::new(true, Duration::from_millis(5))).unwrap()
+            });
+            let pipeline = Pipeline::start(config(None), vec![sink.clone()]).unwrap();
+            pipeline.record(record("first"));
+            settle().await;
+            let started_at_once = sink.calls.load(Ordering::SeqCst);
+            for id in ["second", "third", "fourth"] {
+                pipeline.record(record(id)); // queued while "first" is being exported
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            settle().await;
+            let (calls, delivered) = (sink.calls.load(Ordering::SeqCst), sink.delivered());
+            if fills_batches {
+                assert_eq!(
+                    started_at_once, 0,
+                    "a filling sink waits for the flush interval"
+                );
+                assert_eq!(calls, 0, "4 records of 10, 10 ms of 20: still waiting");
+            } else {
+                assert_eq!(started_at_once, 1, "exported before any time passed");
+                assert_eq!(calls, 2, "the three queued meanwhile leave in one call");
+                assert_eq!(delivered, ["first", "second", "third", "fourth"]);
+            }
+            pipeline.shutdown(Duration::from_secs(1)).await;
         }
     }
 

@@ -31,6 +31,15 @@ pub trait TelemetrySink: Send + Sync + 'static {
     /// A short stable name (`langfuse`, `helicone`): used for the spool folder, counters and logs.
     fn name(&self) -> &str;
 
+    /// Whether the pipeline holds records back to fill a batch (`batch_size` records or
+    /// `flush_interval`, whichever comes first). Yes by default: a destination with a batch
+    /// endpoint (Langfuse) pays per call. A destination that takes one record per call anyway
+    /// (Helicone) answers `false`, and each export takes what is queued at that moment: records
+    /// leave as they come, not in bursts of `batch_size` calls that take the CPU from requests.
+    fn fills_batches(&self) -> bool {
+        true
+    }
+
     /// Delivers a batch. Returns one result per record, in order. Implementations must not
     /// log credentials and should bound their own request time.
     async fn export(&self, batch: &[&LlmRecord]) -> Vec<Result<(), ExportError>>;
