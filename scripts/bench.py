@@ -5,7 +5,8 @@ Starts nginx twice — an instant OpenAI-compatible upstream (chat JSON, Open We
 lookup, Langfuse OTLP and Helicone logs all answered at once) and a reference proxy
 (`proxy_pass` with upstream keep-alive) — and bff as deployed: release build, a real signed
 Open WebUI session token (identity cache warm), RBAC, both telemetry sinks, JSON logs at info.
-wrk drives each target at 1, 64 and 256 connections in alternating rounds (A B A B) so drift
+wrk drives each target at 64 and 256 connections, and bench_open_loop at a constant rate on one
+connection (latency without coordinated omission), in alternating rounds (A B A B) so drift
 cancels. A second bff in front of
 a pacing SSE upstream (bench_stream.py) gives the streaming figures, disconnect time and memory.
 The tables go to BENCHMARKS.md (between the BENCH markers) and to stdout. Loopback only.
@@ -26,11 +27,14 @@ import tempfile
 import time
 import urllib.request
 
+import bench_open_loop
 import bench_stream
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DURATION = os.environ.get("BENCH_DURATION", "8s")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+LITELLM_CONNECTIONS = (1, 16)
+RATE = float(os.environ.get("BENCH_RATE", "1000"))  # requests a second in the latency runs
 CHAT = {"model": "bench-model", "messages": [{"role": "user", "content": "Say hello in one sentence."}]}
 # A realistic non-streaming answer (~700 bytes), the shape LiteLLM 1.108.7 returns.
 ANSWER = json.dumps({
@@ -183,6 +187,68 @@ def wrk(script: pathlib.Path, url: str, connections: int, token: str = "", pid: 
     return result
 
 
+def constant_rate(url: str, token: str = "") -> dict:
+    """The latency run: RATE requests a second on one connection for DURATION (bench_open_loop)."""
+    port, path = url.removeprefix("http://127.0.0.1:").split("/", 1)
+    seconds = float(DURATION.removesuffix("s"))
+    return bench_open_loop.run(int(port), "/" + path, json.dumps(CHAT).encode(), token, RATE, seconds)
+
+
+def litellm_comparison(work: pathlib.Path, binary: pathlib.Path, script: pathlib.Path, upstream: int) -> list:
+    """LiteLLM alone, and bff in front of it, on the same instant upstream (wrk, alternating).
+    Only when `.venv` from `make run` holds LiteLLM; a fresh clone skips it."""
+    litellm = ROOT / ".venv" / "bin" / "litellm"
+    if not litellm.exists():
+        return ["LiteLLM comparison skipped: no `.venv/bin/litellm` (`make run` installs it)."]
+    port = free_port()
+    config = work / "litellm.yaml"  # JSON is YAML
+    config.write_text(json.dumps({
+        "model_list": [{"model_name": "bench-model", "litellm_params": {
+            "model": "openai/bench-model", "api_base": f"http://127.0.0.1:{upstream}/v1", "api_key": "sk-upstream"}}],
+        "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
+    }))
+    offline = ("MODEL_COST_MAP", "ANTHROPIC_BETA_HEADERS", "POLICY_TEMPLATES", "BLOG_POSTS", "AUTOROUTER_PRESETS")
+    env = {**os.environ, "LITELLM_MASTER_KEY": "sk-bench-master", **{f"LITELLM_LOCAL_{name}": "True" for name in offline}}
+    log = open(work / "litellm.log", "w", encoding="utf-8")
+    process = subprocess.Popen([litellm, "--config", config, "--host", "127.0.0.1", "--port", str(port)],
+                               env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT)
+    bff = None
+    try:
+        wait_ok(f"http://127.0.0.1:{port}/health/liveliness", 180)
+        bff, bff_port, token = start_bff(work / "litellm", binary, upstream, port)
+        targets = {"LiteLLM": (port, "sk-bench-master"), "bff → LiteLLM": (bff_port, token)}
+        results = {(name, c): [] for name in targets for c in LITELLM_CONNECTIONS}
+        for _ in range(ROUNDS):
+            for connections in LITELLM_CONNECTIONS:
+                for name, (target, key) in targets.items():
+                    url = f"http://127.0.0.1:{target}/v1/chat/completions"
+                    results[(name, connections)].append(wrk(script, url, connections, key))
+        return litellm_lines(results)
+    finally:
+        for child in (bff, process):
+            if child:
+                child.terminate()
+                child.wait(timeout=60)
+
+
+def litellm_lines(results: dict) -> list:
+    us = lambda value: f"{value / 1000:.1f} ms"
+    rows = ["| target | " + " | ".join(f"req/s at c={c} | p50 at c={c} | p99 at c={c}" for c in LITELLM_CONNECTIONS)
+            + " | errors |", "|---|" + "---|---|---|" * len(LITELLM_CONNECTIONS) + "---|"]
+    for name in ("LiteLLM", "bff → LiteLLM"):
+        cells = [f"{median(results[(name, c)], 'rps'):,.0f} | {us(median(results[(name, c)], 'p50'))} "
+                 f"| {us(median(results[(name, c)], 'p99'))}" for c in LITELLM_CONNECTIONS]
+        errors = sum(run["errors"] for c in LITELLM_CONNECTIONS for run in results[(name, c)])
+        rows.append(f"| {name} | {' | '.join(cells)} | {errors} |")
+    c = LITELLM_CONNECTIONS[-1]
+    ratio = median(results[("bff → LiteLLM", c)], "rps") / median(results[("LiteLLM", c)], "rps")
+    added = median(results[("bff → LiteLLM", 1)], "p50") - median(results[("LiteLLM", 1)], "p50")
+    return ["LiteLLM proxy (`.venv`, one process) on the same instant upstream, alone and behind bff as deployed "
+            "(wrk, closed loop):", "", *rows, "",
+            f"- bff → LiteLLM keeps **{ratio:.0%}** of LiteLLM's throughput at c={c}, and adds **{added:.0f} µs** "
+            "to its p50 at c=1."]
+
+
 def telemetry(port: int) -> dict:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
@@ -236,15 +302,22 @@ def main() -> None:
         if os.environ.get("BENCH_ONLY") == "streaming":
             print("\n".join(stream(work, binary, upstream, streams)))
             return
+        if os.environ.get("BENCH_ONLY") == "litellm":
+            print("\n".join(litellm_comparison(work, binary, script, upstream)))
+            return
         results = {(name, c): [] for name in targets for c in (1, 64, 256)}
         for _ in range(ROUNDS):  # A B A B: every target once per round
             for connections in (1, 64, 256):
                 for name, url in targets.items():
-                    bff_only = {"token": token, "pid": bff.pid} if name == "bff" else {}
-                    results[(name, connections)].append(wrk(script, url, connections, **bff_only))
+                    if connections == 1:
+                        run = constant_rate(url, token if name == "bff" else "")
+                    else:
+                        bff_only = {"token": token, "pid": bff.pid} if name == "bff" else {}
+                        run = wrk(script, url, connections, **bff_only)
+                    results[(name, connections)].append(run)
         sinks = telemetry(port)
         streaming = stream(work, binary, upstream, streams)
-        report(results, sinks, streaming)
+        report(results, sinks, streaming + [""] + litellm_comparison(work, binary, script, upstream))
     finally:
         if bff:
             bff.terminate()
@@ -285,23 +358,28 @@ def median(runs: list, key: str) -> float:
 
 def report(results: dict, sinks: dict, streaming: list) -> None:
     us = lambda value: f"{value:.0f} µs" if value < 1000 else f"{value / 1000:.2f} ms"
-    rows = ["| target | req/s at c=64 | p99 at c=64 | req/s at c=256 | p50 at c=1 | p99 at c=1 | p99.9 at c=1 | errors |",
-            "|---|---|---|---|---|---|---|---|"]
+    rate = f"{RATE:,.0f}/s"
+    rows = [f"| target | req/s at c=64 | p99 at c=64 | req/s at c=256 | p50 at {rate} | p99 at {rate} "
+            f"| p99.9 at {rate} | max at {rate} | errors |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for name in ("direct", "reference proxy", "bff"):
         hot, hotter, cold = results[(name, 64)], results[(name, 256)], results[(name, 1)]
         errors = sum(run["errors"] for run in hot + hotter + cold)
         rows.append(f"| {name} | {median(hot, 'rps'):,.0f} | {us(median(hot, 'p99'))} | {median(hotter, 'rps'):,.0f} "
-                    f"| {us(median(cold, 'p50'))} | {us(median(cold, 'p99'))} | {us(median(cold, 'p999'))} | {errors} |")
+                    f"| {us(median(cold, 'p50'))} | {us(median(cold, 'p99'))} | {us(median(cold, 'p999'))} "
+                    f"| {us(max(run['max'] for run in cold))} | {errors} |")
     ratio = median(results[("bff", 64)], "rps") / median(results[("reference proxy", 64)], "rps")
     added = median(results[("bff", 1)], "p50") - median(results[("reference proxy", 1)], "p50")
     lines = [
-        f"Machine: {machine()}. Command: `make bench` (wrk {DURATION} per run, {ROUNDS} alternating rounds, medians).",
+        f"Machine: {machine()}. Command: `make bench` ({DURATION} per run, {ROUNDS} alternating rounds, medians; "
+        f"c=64 and c=256 by wrk, latency at a constant {rate} on one connection, counted from when each "
+        "request was due).",
         "",
         *rows,
         "",
         f"- bff / reference proxy throughput at c=64: **{ratio:.0%}** (target ≥ 60 %).",
         f"- bff's own CPU per request at c=64 (user + system): **{median(results[('bff', 64)], 'cpu_us'):.0f} µs**.",
-        f"- bff's added p50 at c=1 over the reference proxy: **{us(added)}** (target ≤ 50 µs).",
+        f"- bff's added p50 at {rate} on one connection over the reference proxy: **{us(added)}** (target ≤ 50 µs).",
         f"- bff from c=64 to c=256: **{median(results[('bff', 256)], 'rps') / median(results[('bff', 64)], 'rps'):.0%}** "
         "of its c=64 throughput (target: no fall).",
         f"- Telemetry during the runs: {json.dumps(sinks, sort_keys=True)} (target: 0 spooled, 0 dropped).",
