@@ -253,7 +253,8 @@ fn sinks(settings: &Settings) -> Result<Vec<Arc<dyn TelemetrySink>>, StartupErro
         sinks.push(Arc::new(LangfuseSink::new(config)?));
     }
     if let Some(helicone) = &settings.helicone {
-        let config = HeliconeConfig::new(&helicone.log_url, helicone.api_key.clone())?;
+        let mut config = HeliconeConfig::new(&helicone.log_url, helicone.api_key.clone())?;
+        config.concurrency = helicone.concurrency;
         sinks.push(Arc::new(HeliconeSink::new(config)?));
     }
     Ok(sinks)

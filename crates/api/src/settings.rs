@@ -14,7 +14,7 @@ use std::time::Duration;
 use url::Url;
 
 /// Every variable bff reads (its own and bff-auth's); `.env.example` must document them all.
-pub const ENV_VARIABLES: [&str; 37] = [
+pub const ENV_VARIABLES: [&str; 38] = [
     "BFF_BIND",
     "LITELLM_URL",
     "LITELLM_API_KEY",
@@ -37,6 +37,7 @@ pub const ENV_VARIABLES: [&str; 37] = [
     "HELICONE_API_KEY",
     "HELICONE_BASE_URL",
     "HELICONE_API_URL",
+    "HELICONE_CONCURRENCY",
     "TELEMETRY_SPOOL_DIR",
     "TELEMETRY_SPOOL_MAX_MB",
     "TELEMETRY_BATCH_SIZE",
@@ -128,6 +129,9 @@ pub struct HeliconeSettings {
     pub log_url: Url,
     /// Query API (Jawn) base URL, for health.
     pub api_url: Url,
+    /// Posts in flight at once (one record each): the sink's throughput is about this many
+    /// records per round trip to Helicone.
+    pub concurrency: usize,
 }
 
 /// Telemetry pipeline settings.
@@ -386,6 +390,8 @@ impl HeliconeSettings {
                 "HELICONE_API_URL",
                 &get("HELICONE_API_URL").unwrap_or_else(|| "https://api.helicone.ai".into()),
             )?,
+            concurrency: usize::try_from(number(get, "HELICONE_CONCURRENCY", 16, 1..=256)?)
+                .unwrap_or(16),
         }))
     }
 }
@@ -642,9 +648,24 @@ mod tests {
         ]);
         let settings = load(&pairs).unwrap();
         assert!(settings.langfuse.is_some());
-        assert_eq!(
-            settings.helicone.unwrap().log_url.as_str(),
-            "https://api.worker.helicone.ai/"
-        );
+        let helicone = settings.helicone.unwrap();
+        assert_eq!(helicone.log_url.as_str(), "https://api.worker.helicone.ai/");
+        assert_eq!(helicone.concurrency, 16);
+    }
+
+    #[test]
+    fn helicone_concurrency_is_bounded() {
+        let mut pairs = BASE.to_vec();
+        pairs.extend([
+            ("HELICONE_API_KEY", "sk-helicone"),
+            ("HELICONE_CONCURRENCY", "64"),
+        ]);
+        assert_eq!(load(&pairs).unwrap().helicone.unwrap().concurrency, 64);
+        for wrong in ["0", "257", "many"] {
+            pairs.pop();
+            pairs.push(("HELICONE_CONCURRENCY", wrong));
+            let error = load(&pairs).unwrap_err().to_string();
+            assert!(error.contains("HELICONE_CONCURRENCY"), "{error}");
+        }
     }
 }
