@@ -224,6 +224,8 @@ def litellm_comparison(work: pathlib.Path, binary: pathlib.Path, script: pathlib
                     url = f"http://127.0.0.1:{target}/v1/chat/completions"
                     results[(name, connections)].append(wrk(script, url, connections, key))
         return litellm_lines(results)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as error:  # optional: never costs the run
+        return [f"LiteLLM comparison failed: {error} (LiteLLM's log: {work / 'litellm.log'})."]
     finally:
         for child in (bff, process):
             if child:
