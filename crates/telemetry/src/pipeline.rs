@@ -388,20 +388,29 @@ async fn run_overflow_writer(
         };
         let Some(first) = first else { break };
         let mut batch = vec![budget.release(first)];
-        while batch.len() < 1024 {
-            match overflow.try_recv() {
-                Ok(queued) => batch.push(budget.release(queued)),
-                Err(_) => break,
-            }
-        }
+        take_ready(&mut overflow, &budget, &mut batch, 1024);
         spooler.store(batch, "queue full").await;
     }
     overflow.close();
     let mut rest = Vec::new();
-    while let Ok(queued) = overflow.try_recv() {
-        rest.push(budget.release(queued));
-    }
+    take_ready(&mut overflow, &budget, &mut rest, usize::MAX);
     spooler.store(rest, "queue full at shutdown").await;
+}
+
+/// Moves what `queue` holds right now into `batch` until it has `limit` records, giving each
+/// record's bytes back to `budget`.
+fn take_ready(
+    queue: &mut mpsc::Receiver<Queued>,
+    budget: &ByteBudget,
+    batch: &mut Vec<SharedRecord>,
+    limit: usize,
+) {
+    while batch.len() < limit {
+        match queue.try_recv() {
+            Ok(queued) => batch.push(budget.release(queued)),
+            Err(_) => break,
+        }
+    }
 }
 
 struct Worker {
@@ -463,12 +472,8 @@ impl Worker {
     async fn fill_batch(&mut self, first: Queued) -> Vec<SharedRecord> {
         let mut batch = vec![self.queue_budget.release(first)];
         if !self.sink.fills_batches() {
-            while batch.len() < self.config.batch_size {
-                match self.queue.try_recv() {
-                    Ok(queued) => batch.push(self.queue_budget.release(queued)),
-                    Err(_) => break,
-                }
-            }
+            let limit = self.config.batch_size;
+            take_ready(&mut self.queue, &self.queue_budget, &mut batch, limit);
             return batch;
         }
         let flush_at = after(self.config.flush_interval);
@@ -490,9 +495,7 @@ impl Worker {
     async fn drain(&mut self) {
         self.queue.close();
         let mut rest = Vec::new();
-        while let Ok(queued) = self.queue.try_recv() {
-            rest.push(self.queue_budget.release(queued));
-        }
+        take_ready(&mut self.queue, &self.queue_budget, &mut rest, usize::MAX);
         let deadline = self.stopping().unwrap_or_else(Instant::now);
         let batch_size = self.config.batch_size.max(1);
         while !rest.is_empty() && Instant::now() < deadline {
