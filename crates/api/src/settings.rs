@@ -4,7 +4,7 @@
 use crate::quota::FailMode;
 use bff_auth::{AuthSettings, ConfigError};
 use bff_providers::ApiKey;
-use bff_telemetry::{CapturePolicy, LogFormat, Secret};
+use bff_telemetry::{CapturePolicy, HeliconeConfig, LogFormat, Secret};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -390,8 +390,7 @@ impl HeliconeSettings {
                 "HELICONE_API_URL",
                 &get("HELICONE_API_URL").unwrap_or_else(|| "https://api.helicone.ai".into()),
             )?,
-            concurrency: usize::try_from(number(get, "HELICONE_CONCURRENCY", 16, 1..=256)?)
-                .unwrap_or(16),
+            concurrency: helicone_concurrency(get)?,
         }))
     }
 }
@@ -491,6 +490,13 @@ fn url(variable: &'static str, value: &str) -> Result<Url, SettingsError> {
         });
     }
     Ok(parsed)
+}
+
+/// `HELICONE_CONCURRENCY`: 1 to 256, the sink's own default when unset.
+fn helicone_concurrency(get: &impl Get) -> Result<usize, SettingsError> {
+    const DEFAULT: usize = HeliconeConfig::DEFAULT_CONCURRENCY;
+    let number = number(get, "HELICONE_CONCURRENCY", DEFAULT as u64, 1..=256)?;
+    Ok(usize::try_from(number).unwrap_or(DEFAULT))
 }
 
 /// A whole number within `range` (every numeric setting has an upper bound, so no later

@@ -36,6 +36,8 @@ pub struct HeliconeConfig {
 impl HeliconeConfig {
     /// The cloud worker's default base URL.
     pub const DEFAULT_BASE_URL: &'static str = "https://api.worker.helicone.ai";
+    /// Posts in flight unless set otherwise.
+    pub const DEFAULT_CONCURRENCY: usize = 16;
 
     /// Helicone at `base_url` (cloud worker or self-hosted) with `api_key`.
     pub fn new(base_url: &Url, api_key: Secret) -> Result<Self, TelemetryError> {
@@ -50,7 +52,7 @@ impl HeliconeConfig {
         Ok(Self {
             endpoint,
             api_key,
-            concurrency: 16,
+            concurrency: Self::DEFAULT_CONCURRENCY,
             timeout: Duration::from_secs(10),
         })
     }

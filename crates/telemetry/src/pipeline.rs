@@ -472,8 +472,12 @@ impl Worker {
     async fn fill_batch(&mut self, first: Queued) -> Vec<SharedRecord> {
         let mut batch = vec![self.queue_budget.release(first)];
         if !self.sink.fills_batches() {
-            let limit = self.config.batch_size;
-            take_ready(&mut self.queue, &self.queue_budget, &mut batch, limit);
+            take_ready(
+                &mut self.queue,
+                &self.queue_budget,
+                &mut batch,
+                self.config.batch_size,
+            );
             return batch;
         }
         let flush_at = after(self.config.flush_interval);
