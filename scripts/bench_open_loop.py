@@ -12,6 +12,8 @@ import gc
 import socket
 import time
 
+from bench_stream import percentile
+
 PR_SET_TIMERSLACK = 29
 
 
@@ -77,7 +79,6 @@ def run(port: int, path: str, body: bytes, token: str, rate: float, seconds: flo
 
 
 def summary(latencies: list, errors: int) -> dict:
-    ordered = sorted(latencies)
-    at = lambda share: ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-    return {"p50": at(0.50), "p99": at(0.99), "p999": at(0.999), "max": ordered[-1],
-            "requests": len(ordered), "errors": errors}
+    at = lambda share: percentile(latencies, share)
+    return {"p50": at(0.50), "p99": at(0.99), "p999": at(0.999), "max": max(latencies),
+            "requests": len(latencies), "errors": errors}
