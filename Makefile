@@ -18,10 +18,10 @@ run-lite: ## LiteLLM + bff only (no Open WebUI): callers use a service key; prin
 	bash scripts/run.sh --lite
 
 standalone: ## each library crate builds on its own features alone (they are reused elsewhere)
-	for crate in bff-auth bff-providers bff-telemetry; do $(CARGO) check -p $$crate --locked || exit 1; done
+	for crate in bff-auth bff-providers bff-telemetry bff-quota; do $(CARGO) check -p $$crate --locked || exit 1; done
 
-unit: ## all unit, wiremock and black-box tests (offline)
-	$(CARGO) test --workspace --all-features --locked
+unit: ## all unit, wiremock and black-box tests (offline; the Redis tests need redis-server here)
+	BFF_REQUIRE_REDIS=1 $(CARGO) test --workspace --all-features --locked
 	$(CARGO) test -p bff-auth --no-default-features --locked
 
 lint: ## clippy on every target, warnings are errors

@@ -81,8 +81,8 @@ fn env_example_documents_nothing_that_is_not_read() {
 
 #[test]
 fn the_shipped_rbac_policy_loads() {
-    let policy = bff_auth::Policy::load(&repo_file("config/rbac.toml")).unwrap();
-    assert_eq!(policy.service_role(), "service");
+    let access = bff_api::access::AccessPolicy::load(&repo_file("config/rbac.toml")).unwrap();
+    assert_eq!(access.policy().service_role(), "service");
 }
 
 #[test]

@@ -347,15 +347,7 @@ mod tests {
     #[test]
     fn a_traceparent_is_adopted_from_trusted_backends_only() {
         let header = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let caller = |via| Identity {
-            user_id: "u".into(),
-            role: None,
-            email: None,
-            name: None,
-            chat_id: None,
-            openwebui_auth_type: None,
-            via,
-        };
+        let caller = |via| Identity::new("u", None, via);
         let info = RequestInfo::new(Some("client-1"), Some(header));
         let user = info.clone().resolved(Some(&caller(AuthMethod::Session)));
         assert_ne!(user.trace_id.as_str(), "0af7651916cd43dd8448eb211c80319c");

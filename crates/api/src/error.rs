@@ -7,12 +7,13 @@
 //! exceeded"); 5xx and dependency failures say only what failed, and the detail goes to the log
 //! under the same request id.
 
-use crate::quota::QuotaError;
+use crate::access::AccessError;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use bff_auth::AuthError;
-use bff_providers::{ErrorKind, InvalidParameter, ProviderError};
+use bff_providers::{ErrorKind, InvalidParameter, ProviderError, UnsupportedParameter};
+use bff_quota::QuotaError;
 use serde_json::{Value, json};
 use std::borrow::Cow;
 use std::time::Duration;
@@ -37,6 +38,9 @@ pub enum ApiError {
     /// A chat parameter breaks its documented type.
     #[error("invalid parameter {0}")]
     InvalidParameter(#[from] InvalidParameter),
+    /// A body field that is neither an OpenAI parameter nor allowed for the caller.
+    #[error(transparent)]
+    UnsupportedParameter(#[from] UnsupportedParameter),
     /// A usage limit refused the request (429), or could not be checked (503).
     #[error(transparent)]
     Quota(#[from] QuotaError),
@@ -80,6 +84,15 @@ pub fn render(parts: &ErrorParts<'_>, request_id: &str) -> Value {
     }})
 }
 
+impl From<AccessError> for ApiError {
+    fn from(error: AccessError) -> Self {
+        match error {
+            AccessError::Parameter(error) => Self::UnsupportedParameter(error),
+            AccessError::Auth(error) => Self::Auth(error),
+        }
+    }
+}
+
 impl ApiError {
     /// A 400 with a message.
     pub fn bad_request(message: impl Into<String>, param: Option<&str>) -> Self {
@@ -105,6 +118,12 @@ impl ApiError {
                 error_type: "invalid_request_error",
                 code: "invalid_value",
                 param: Some(error.param.as_str().into()),
+            },
+            Self::UnsupportedParameter(error) => ErrorParts {
+                message: error.to_string().into(),
+                error_type: "invalid_request_error",
+                code: "unsupported_parameter",
+                param: Some(error.0.as_str().into()),
             },
             Self::Quota(error) => ErrorParts {
                 message: error.to_string().into(),
@@ -141,17 +160,16 @@ impl ApiError {
         }
     }
 
-    /// How long to wait before retrying, for 429s.
-    fn retry_after(&self) -> Option<Duration> {
+    /// Whole seconds to wait before retrying, for 429s: the same number the body says.
+    fn retry_after(&self) -> Option<u64> {
         match self {
             Self::Provider(ProviderError {
                 kind: ErrorKind::RateLimited { retry_after, .. },
                 ..
-            }) => Some(retry_after.unwrap_or(Duration::from_secs(1))),
-            Self::Quota(
-                QuotaError::RateLimited { retry_after, .. }
-                | QuotaError::BudgetSpent { retry_after, .. },
-            ) => Some(*retry_after),
+            }) => Some(bff_quota::retry_seconds(
+                retry_after.unwrap_or(Duration::from_secs(1)),
+            )),
+            Self::Quota(error) => error.retry_after_seconds(),
             _ => None,
         }
     }
@@ -226,7 +244,9 @@ impl ResponseError for ApiError {
                 | ErrorKind::StreamFailed { .. }
                 | ErrorKind::StreamTruncated => StatusCode::BAD_GATEWAY,
             },
-            Self::BadRequest { .. } | Self::InvalidParameter(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest { .. } | Self::InvalidParameter(_) | Self::UnsupportedParameter(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Quota(QuotaError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -242,12 +262,16 @@ impl ResponseError for ApiError {
             Self::Auth(error) => return error.error_response(),
             _ => HttpResponse::build(self.status_code()),
         };
-        if let Some(wait) = self.retry_after() {
-            let seconds = wait
-                .as_secs()
-                .saturating_add(u64::from(wait.subsec_nanos() > 0));
-            if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
-                response.insert_header((header::RETRY_AFTER, value));
+        if let Some(seconds) = self.retry_after()
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.insert_header((header::RETRY_AFTER, value));
+        }
+        if let Self::Quota(error) = self
+            && let Some(headers) = error.headers()
+        {
+            for pair in headers.pairs() {
+                response.insert_header(pair);
             }
         }
         response.finish()

@@ -7,25 +7,23 @@
 //! Middleware order and the public allow-list are documented in [`context`]; the route table
 //! and each route's permission in [`routes`]; errors in [`error`]; metrics in [`metrics`].
 
+pub mod access;
 pub mod context;
 pub mod diagnose;
 pub mod disconnect;
 pub mod error;
 pub mod metrics;
 pub mod observability;
-pub mod quota;
 pub mod routes;
 pub mod settings;
 pub mod state;
 pub mod traffic;
 pub mod usage;
 
+use crate::access::AccessPolicy;
 use crate::context::{PUBLIC_ROUTES, request_context};
 use crate::metrics::Metrics;
 use crate::observability::{LangfuseReader, Observability};
-use crate::quota::local::{LocalCounters, run_writer};
-use crate::quota::redis::RedisCounters;
-use crate::quota::{BackendError, Clock, Counters, Quota, SystemClock};
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::usage::{RecentRequests, UsageLedger};
@@ -35,6 +33,9 @@ use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpServer, web};
 use bff_auth::{ConfigError, Gate};
 use bff_providers::{ClientBuildError, LiteLlm, LiteLlmClient, LiteLlmConfig};
+use bff_quota::{
+    BackendError, Clock, Counters, LocalCounters, Quota, RedisCounters, SystemClock, run_writer,
+};
 use bff_telemetry::{
     HeliconeConfig, HeliconeSink, LangfuseConfig, LangfuseSink, Pipeline, PipelineConfig,
     TelemetryError, TelemetrySink, basic_authorization,
@@ -99,7 +100,8 @@ impl Application {
         for warning in settings.warnings() {
             tracing::warn!("{warning}");
         }
-        let gate = Gate::from_settings(&settings.auth)?;
+        let access = AccessPolicy::load(&settings.auth.policy_file).map_err(ConfigError::from)?;
+        let gate = Gate::from_settings(&settings.auth, access.policy().clone())?;
         let telemetry = Arc::new(Pipeline::start(
             pipeline_config(&settings),
             sinks(&settings)?,
@@ -118,10 +120,11 @@ impl Application {
         )
         .map_err(|error| StartupError::Http(error.to_string()))?;
         let metrics = Arc::new(Metrics::default());
-        let quota = build_quota(&settings, Arc::clone(&metrics))?;
+        let quota = build_quota(&settings)?;
         let state = web::Data::new(AppState {
             litellm,
             gate,
+            access,
             telemetry: Arc::clone(&telemetry),
             metrics,
             quota: Arc::clone(&quota),
@@ -206,7 +209,7 @@ fn serve(state: web::Data<AppState>, settings: &Settings) -> Result<(Server, u16
 }
 
 /// The quota engine: counters in Redis, or in process with spend kept in a file.
-fn build_quota(settings: &Settings, metrics: Arc<Metrics>) -> Result<Arc<Quota>, StartupError> {
+fn build_quota(settings: &Settings) -> Result<Arc<Quota>, StartupError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let counters: Arc<dyn Counters> = match (&settings.quota.redis_url, &settings.quota.store_path)
     {
@@ -228,7 +231,6 @@ fn build_quota(settings: &Settings, metrics: Arc<Metrics>) -> Result<Arc<Quota>,
         clock,
         settings.quota.fail_mode,
         lease,
-        metrics,
     )))
 }
 

@@ -144,11 +144,12 @@ fn check_config(settings: &Settings) -> ExitCode {
     {
         println!("warning: {warning}");
     }
-    match bff_auth::Policy::load(&settings.auth.policy_file) {
-        Ok(policy) => println!(
-            "RBAC policy {}: roles {}",
+    match bff_api::access::AccessPolicy::load(&settings.auth.policy_file) {
+        Ok(access) => println!(
+            "RBAC policy {}: roles {}; groups {}",
             settings.auth.policy_file.display(),
-            policy.roles().collect::<Vec<_>>().join(", ")
+            access.policy().roles().collect::<Vec<_>>().join(", "),
+            access.policy().groups().collect::<Vec<_>>().join(", ")
         ),
         Err(error) => {
             println!("error: RBAC policy {error}");

@@ -1,9 +1,9 @@
 //! One typed settings struct, loaded once at start from the environment and a `.env` file,
 //! validated before the server binds. Every problem is a sentence naming the variable.
 
-use crate::quota::FailMode;
 use bff_auth::{AuthSettings, ConfigError};
 use bff_providers::ApiKey;
+use bff_quota::FailMode;
 use bff_telemetry::{CapturePolicy, HeliconeConfig, LogFormat, Secret};
 use std::collections::HashMap;
 use std::fmt;

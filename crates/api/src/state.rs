@@ -1,11 +1,12 @@
 //! What every handler shares.
 
+use crate::access::AccessPolicy;
 use crate::metrics::Metrics;
 use crate::observability::Observability;
-use crate::quota::Quota;
 use crate::usage::{RecentRequests, UsageLedger};
 use bff_auth::Gate;
 use bff_providers::LiteLlm;
+use bff_quota::Quota;
 use bff_telemetry::Pipeline;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,8 @@ pub struct AppState {
     pub litellm: Arc<dyn LiteLlm>,
     /// Authentication and RBAC.
     pub gate: Gate,
+    /// What each caller may do: routes, models, body fields, usage limits.
+    pub access: AccessPolicy,
     /// The telemetry pipeline.
     pub telemetry: Arc<Pipeline>,
     /// Prometheus metrics (shared with the quota engine).

@@ -6,7 +6,7 @@
 //!   request extensions. It is the only code here that reads credentials.
 //! - [`Gate::require`] returns a per-route middleware that checks one [`Permission`] of the
 //!   stored identity, so the permission is visible where the route is defined:
-//!   `web::resource("/chat").wrap(gate.require(Permission::Chat))`.
+//!   `web::resource("/chat").wrap(gate.require(CHAT))`.
 //! - [`Identity`] is an extractor of the stored identity.
 //! - [`AuthError`] is an actix `ResponseError`: 400, 401 (with `WWW-Authenticate: Bearer`), 403
 //!   or 503, and an OpenAI-style body `{"error":{"message","type","param","code"}}`.
@@ -14,12 +14,13 @@
 //! ```no_run
 //! # use bff_auth::{Gate, Identity, Permission};
 //! # use actix_web::{web, App, HttpResponse};
+//! const CHAT: Permission = Permission::new("chat");
 //! # fn app(gate: Gate) {
 //! App::new()
 //!     .wrap(gate.authenticate_requests(["/health"])) // 401/503 with an OpenAI-style body
 //!     .service(
 //!         web::resource("/chat")
-//!             .wrap(gate.require(Permission::Chat)) // 403
+//!             .wrap(gate.require(CHAT)) // 403
 //!             .route(web::post().to(|who: Identity| async move { HttpResponse::Ok().body(who.user_id) })),
 //!     );
 //! # }
@@ -203,7 +204,7 @@ where
         ready(Ok(RequirePermissionService {
             service: Rc::new(service),
             gate: self.gate.clone(),
-            permission: self.permission,
+            permission: self.permission.clone(),
         }))
     }
 }
@@ -230,7 +231,7 @@ where
         let identity = request.extensions().get::<Identity>().cloned();
         let verdict = match &identity {
             None => Err(AuthError::MissingCredentials),
-            Some(identity) => self.gate.authorize(identity, self.permission),
+            Some(identity) => self.gate.authorize(identity, &self.permission),
         };
         if let Err(error) = verdict {
             tracing::debug!(permission = %self.permission, code = error.code(), "permission denied");

@@ -125,13 +125,9 @@ impl Authenticator {
         request: &RequestCredentials,
     ) -> Result<Identity, AuthError> {
         let forwarded = |user: ForwardedUser, via| Identity {
-            user_id: user.user_id,
-            role: user.role,
             email: user.email,
             name: user.name,
-            chat_id: None,
-            openwebui_auth_type: None,
-            via,
+            ..Identity::new(user.user_id, user.role, via)
         };
         if let Some(token) = &request.forwarded_jwt {
             let verifier = self
@@ -151,13 +147,12 @@ impl Authenticator {
             return Ok(forwarded(user, AuthMethod::ForwardedHeaders));
         }
         Ok(Identity {
-            user_id: format!("service:{service}"),
-            role: Some(self.service_role.clone()),
-            email: None,
-            name: None,
-            chat_id: None,
-            openwebui_auth_type: None,
-            via: AuthMethod::Service,
+            name: Some(service.to_owned()),
+            ..Identity::new(
+                format!("service:{service}"),
+                Some(self.service_role.clone()),
+                AuthMethod::Service,
+            )
         })
     }
 
@@ -180,15 +175,7 @@ impl Authenticator {
             .verify(token)
             .map_err(AuthError::InvalidToken)?;
         let Some(directory) = &self.directory else {
-            return Ok(Identity {
-                user_id: claims.user_id,
-                role: None,
-                email: None,
-                name: None,
-                chat_id: None,
-                openwebui_auth_type: None,
-                via: AuthMethod::Session,
-            });
+            return Ok(Identity::new(claims.user_id, None, AuthMethod::Session));
         };
         let user = lookup(
             directory.as_ref(),
@@ -228,13 +215,9 @@ async fn lookup(
 
 fn identity_from_directory(user: DirectoryUser, via: AuthMethod) -> Identity {
     Identity {
-        user_id: user.id,
-        role: Some(user.role),
         email: user.email,
         name: user.name,
-        chat_id: None,
-        openwebui_auth_type: None,
-        via,
+        ..Identity::new(user.id, Some(user.role), via)
     }
 }
 
@@ -254,13 +237,14 @@ impl Gate {
         }
     }
 
-    /// Builds everything from settings: loads the policy, connects the (cached) Open WebUI
-    /// directory when `OPENWEBUI_URL` is set, and logs the settings' warnings.
-    pub fn from_settings(settings: &AuthSettings) -> Result<Self, ConfigError> {
+    /// Builds everything from settings with `policy`: connects the (cached) Open WebUI
+    /// directory when `OPENWEBUI_URL` is set, and logs the settings' warnings. Load the policy
+    /// with [`Policy::load`] (or [`crate::PolicyDocument`] when the file carries sections of
+    /// the service's own).
+    pub fn from_settings(settings: &AuthSettings, policy: Policy) -> Result<Self, ConfigError> {
         for warning in settings.warnings() {
             tracing::warn!("{warning}");
         }
-        let policy = Policy::load(&settings.policy_file)?;
         let directory = match &settings.openwebui_url {
             Some(url) => {
                 let client = OpenWebUiDirectory::new(url, settings.directory_timeout)?;
@@ -296,7 +280,7 @@ impl Gate {
     }
 
     /// `Ok` if `identity` holds `permission`, else a 403 saying why.
-    pub fn authorize(&self, identity: &Identity, permission: Permission) -> Result<(), AuthError> {
+    pub fn authorize(&self, identity: &Identity, permission: &Permission) -> Result<(), AuthError> {
         self.policy.check(identity, permission)
     }
 

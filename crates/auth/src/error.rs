@@ -1,8 +1,8 @@
 //! The crate's errors: [`AuthError`] at request time, [`ConfigError`] at start-up.
 
 use crate::directory::DirectoryError;
+use crate::document::PolicyError;
 use crate::jwt::TokenError;
-use crate::policy::PolicyError;
 
 /// Why a request was not let through. Messages never contain a credential.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,13 +49,9 @@ pub enum AuthError {
         "API keys can only be verified by Open WebUI, and bff is not connected to it (the operator must set OPENWEBUI_URL)"
     )]
     ApiKeyNeedsDirectory,
-    /// The body carries a field that is neither an OpenAI parameter nor allowed for the role.
-    #[error(
-        "unsupported parameter `{0}`: bff forwards the OpenAI chat-completions parameters only (an operator can allow more per role with `allow_params`)"
-    )]
-    UnsupportedParameter(String),
-    /// The request can reach a model (as `model` or a fallback) the role may not use.
-    #[error("model `{0}` is not allowed for your role")]
+    /// The request can reach a model (as `model` or a fallback) that neither the caller's role
+    /// nor their groups allow.
+    #[error("model `{0}` is not allowed for your role or your groups")]
     ModelNotAllowed(String),
     /// Authenticated, but the role lacks the permission; the message says why.
     #[error("{0}")]
@@ -77,7 +73,6 @@ impl AuthError {
             | Self::InvalidForwardedToken(_)
             | Self::ForwardedTokenNotConfigured
             | Self::Rejected => 401,
-            Self::UnsupportedParameter(_) => 400,
             Self::ApiKeyNeedsDirectory | Self::Forbidden(_) | Self::ModelNotAllowed(_) => 403,
             Self::DirectoryUnavailable(_) => 503,
             Self::NotConfigured => 500,
@@ -108,7 +103,6 @@ impl AuthError {
             Self::DirectoryUnavailable(_) => "directory_unavailable",
             Self::ApiKeyNeedsDirectory => "api_key_needs_directory",
             Self::Forbidden(_) => "permission_denied",
-            Self::UnsupportedParameter(_) => "unsupported_parameter",
             Self::ModelNotAllowed(_) => "model_not_allowed",
             Self::NotConfigured => "auth_not_configured",
         }
@@ -119,7 +113,6 @@ impl AuthError {
     /// The request field the error is about, for the OpenAI-style `param`.
     pub fn param(&self) -> Option<&str> {
         match self {
-            Self::UnsupportedParameter(param) => Some(param),
             Self::ModelNotAllowed(_) => Some("model"),
             _ => None,
         }

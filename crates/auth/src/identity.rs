@@ -28,6 +28,14 @@ impl AuthMethod {
             Self::Service => "service",
         }
     }
+
+    /// Whether the caller presented a service key: a trusted backend, which may vouch for a user.
+    pub fn is_service(self) -> bool {
+        matches!(
+            self,
+            Self::Service | Self::ForwardedJwt | Self::ForwardedHeaders
+        )
+    }
 }
 
 impl fmt::Display for AuthMethod {
@@ -36,17 +44,36 @@ impl fmt::Display for AuthMethod {
     }
 }
 
+/// An Open WebUI group the caller belongs to (directly or through a parent group).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Group {
+    /// Open WebUI's group id: stable across renames. Empty when only the name is known
+    /// (a connection header carrying `{{USER_GROUPS}}`).
+    pub id: String,
+    /// The group's display name.
+    pub name: String,
+}
+
+impl Group {
+    /// Whether a policy key names this group: its id, or else its name.
+    pub fn is_named(&self, key: &str) -> bool {
+        (!self.id.is_empty() && self.id == key) || self.name == key
+    }
+}
+
 /// Who is calling. Built only by [`crate::Authenticator`]; never a placeholder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     /// Open WebUI user id, or `service:<key name>` for a service principal.
     pub user_id: String,
-    /// The role RBAC applies. `None` when no authority could say (bff has no `OPENWEBUI_URL`):
+    /// The role RBAC applies. `None` when no authority could say (no Open WebUI connection):
     /// such a caller is authenticated but has no permissions.
     pub role: Option<String>,
+    /// The caller's groups, as Open WebUI reports them (inherited ones included).
+    pub groups: Vec<Group>,
     /// Email, when the authority told us.
     pub email: Option<String>,
-    /// Display name, when the authority told us.
+    /// Display name, when the authority told us (a service key's name for a service).
     pub name: Option<String>,
     /// Open WebUI chat id (`X-OpenWebUI-Chat-Id`, sanitised): it only labels the caller's own
     /// request, so any authenticated caller may send it.
@@ -55,4 +82,20 @@ pub struct Identity {
     pub openwebui_auth_type: Option<String>,
     /// How the caller authenticated.
     pub via: AuthMethod,
+}
+
+impl Identity {
+    /// An identity with only a user id, a role and how it was proven; the rest empty.
+    pub fn new(user_id: impl Into<String>, role: Option<String>, via: AuthMethod) -> Self {
+        Self {
+            user_id: user_id.into(),
+            role,
+            groups: Vec::new(),
+            email: None,
+            name: None,
+            chat_id: None,
+            openwebui_auth_type: None,
+            via,
+        }
+    }
 }

@@ -6,7 +6,8 @@
 //! It verifies Open WebUI's own credentials — HS256 session tokens (header or `token` cookie)
 //! and `sk-…` API keys — asks Open WebUI for the caller's current role (tokens carry none) and
 //! whether the session is still live, accepts identity forwarded by Open WebUI's backend from
-//! trusted callers only, and applies a deny-by-default role → permission [`Policy`].
+//! trusted callers only, and applies a deny-by-default [`Policy`]: what each role and each Open
+//! WebUI group may do, in permission names the service defines.
 //!
 //! ## Connecting Open WebUI, best option first
 //! 1. **The user's own credential** (connection `auth_type: session`): Open WebUI sends the
@@ -21,21 +22,24 @@
 //!
 //! ## Use from another service
 //! ```no_run
-//! use bff_auth::{AuthSettings, Gate, Permission, RequestCredentials};
+//! use bff_auth::{AuthSettings, Gate, Permission, Policy, RequestCredentials};
+//!
+//! const CHAT: Permission = Permission::new("chat"); // your service's own vocabulary
 //!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let settings = AuthSettings::from_env()?; // WEBUI_SECRET_KEY, OPENWEBUI_URL, …
-//! let gate = Gate::from_settings(&settings)?; // loads config/rbac.toml, stops on errors
+//! let policy = Policy::load(&settings.policy_file, &[CHAT])?; // stops on errors, with file:line
+//! let gate = Gate::from_settings(&settings, policy)?;
 //!
 //! let headers = [("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9…".as_bytes())];
 //! let credentials = RequestCredentials::from_headers(headers);
 //! let identity = gate.authenticate(&credentials).await?; // 401 / 503 as AuthError
-//! gate.authorize(&identity, Permission::Chat)?; // 403 as AuthError
+//! gate.authorize(&identity, &CHAT)?; // 403 as AuthError
 //! println!("{} ({:?}) may chat", identity.user_id, identity.role);
 //! # Ok(()) }
 //! ```
-//! With actix-web (feature `actix`, default), see the `actix` module: `gate.require(Permission::Chat)`
-//! on a route, and `Identity` as an extractor.
+//! With actix-web (feature `actix`), see the `actix` module: `gate.require(CHAT)` on a route,
+//! and `Identity` as an extractor.
 //!
 //! ## Revocation lag
 //! Open WebUI's answers are cached per credential for `AUTH_CACHE_TTL_SECONDS` (default 60):
@@ -47,11 +51,11 @@ mod authenticator;
 mod cache;
 mod credentials;
 mod directory;
+mod document;
 mod error;
 mod forwarded;
 mod identity;
 mod jwt;
-mod limits;
 mod policy;
 mod secret;
 mod service_keys;
@@ -78,12 +82,12 @@ pub use directory::MockUserDirectory;
 pub use directory::{
     DirectoryCredential, DirectoryError, DirectoryUser, OpenWebUiDirectory, UserDirectory,
 };
+pub use document::{PolicyDocument, PolicyError, Section, Table, Vocabulary, read_file};
 pub use error::{AuthError, ConfigError};
 pub use forwarded::{ForwardedJwtVerifier, ForwardedUser, user_from_plain_headers};
-pub use identity::{AuthMethod, Identity};
+pub use identity::{AuthMethod, Group, Identity};
 pub use jwt::{MAX_TOKEN_BYTES, TokenError};
-pub use limits::{Limits, QuotaLimits};
-pub use policy::{NEVER_ALLOWED_PARAMS, Permission, Policy, PolicyError};
+pub use policy::{Grant, Permission, Policy};
 pub use secret::Secret;
 pub use service_keys::ServiceKeys;
 pub use session::{SessionClaims, SessionTokenVerifier};

@@ -6,7 +6,7 @@ mod support;
 
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpResponse, test, web};
-use bff_auth::{Gate, Identity, Permission};
+use bff_auth::{Gate, Identity};
 use serde_json::{Value, json};
 use std::time::Duration;
 use support::*;
@@ -18,7 +18,7 @@ async fn whoami(identity: Identity) -> HttpResponse {
 }
 
 /// Every path but `/public` is authenticated once; `/chat` needs chat, `/admin` needs
-/// observability:all inside a scope that needs models, `/open` needs no permission, and
+/// reports:all inside a scope that needs models, `/open` needs no permission, and
 /// `/public` is not authenticated (its extractor finds no identity).
 fn app(
     gate: Gate,
@@ -35,17 +35,15 @@ fn app(
         .wrap(gate.authenticate_requests(["/public"]))
         .service(
             web::resource("/chat")
-                .wrap(gate.require(Permission::Chat))
+                .wrap(gate.require(CHAT))
                 .route(web::post().to(whoami)),
         )
         .service(
-            web::scope("/api")
-                .wrap(gate.require(Permission::Models))
-                .service(
-                    web::resource("/admin")
-                        .wrap(gate.require(Permission::ObservabilityAll))
-                        .route(web::get().to(whoami)),
-                ),
+            web::scope("/api").wrap(gate.require(MODELS)).service(
+                web::resource("/admin")
+                    .wrap(gate.require(REPORTS_ALL))
+                    .route(web::get().to(whoami)),
+            ),
         )
         .route("/open", web::get().to(whoami))
         .route("/public", web::get().to(whoami))
@@ -142,7 +140,7 @@ async fn permitted_caller_reaches_the_handler_and_a_forbidden_one_gets_403() {
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("observability:all")
+            .contains("reports:all")
     );
 
     let response =

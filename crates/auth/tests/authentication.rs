@@ -3,7 +3,7 @@
 
 mod support;
 
-use bff_auth::{AuthError, AuthMethod, Identity, Permission, RequestCredentials, TokenError};
+use bff_auth::{AuthError, AuthMethod, Identity, RequestCredentials, TokenError};
 use serde_json::json;
 use std::time::Duration;
 use support::*;
@@ -37,18 +37,14 @@ async fn session_token_gets_its_role_from_open_webui_never_from_the_token() {
     assert_eq!(
         identity,
         Identity {
-            user_id: ALICE.into(),
-            role: Some("user".into()),
             email: Some("alice@example.com".into()),
             name: Some("Alice Admin".into()),
-            chat_id: None,
-            openwebui_auth_type: None,
-            via: AuthMethod::Session,
+            ..Identity::new(ALICE, Some("user".into()), AuthMethod::Session)
         }
     );
-    assert!(gate.authorize(&identity, Permission::Chat).is_ok());
+    assert!(gate.authorize(&identity, &CHAT).is_ok());
     assert!(matches!(
-        gate.authorize(&identity, Permission::ObservabilityAll),
+        gate.authorize(&identity, &REPORTS_ALL),
         Err(AuthError::Forbidden(_))
     ));
 }
@@ -253,7 +249,7 @@ async fn pending_users_authenticate_but_may_do_nothing() {
         .authenticate(&request(&[("authorization", &bearer(&token))]))
         .await
         .unwrap();
-    for permission in Permission::ALL {
+    for permission in &PERMISSIONS {
         let error = gate.authorize(&identity, permission).unwrap_err();
         assert_eq!(error.status(), 403);
     }
@@ -292,7 +288,7 @@ async fn without_open_webui_sessions_have_no_role_and_api_keys_are_refused() {
         .await
         .unwrap();
     assert_eq!(identity.role, None);
-    let denied = gate.authorize(&identity, Permission::Chat).unwrap_err();
+    let denied = gate.authorize(&identity, &CHAT).unwrap_err();
     assert_eq!(denied.status(), 403);
     assert!(denied.to_string().contains("OPENWEBUI_URL"), "{denied}");
 

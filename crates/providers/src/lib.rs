@@ -13,9 +13,11 @@
 //!   request's own metadata travels only under `metadata.client_metadata`, which LiteLLM does
 //!   not act on.
 //! - **What a request may carry** ([`validate_chat_body`], [`chat_parameters`],
-//!   [`reachable_models`]): the OpenAI parameters with their documented types, the fields that
-//!   are not OpenAI's (LiteLLM treats many as its own controls: `fallbacks`, `num_retries`,
-//!   `api_base`, …) listed for a policy to refuse, and every model a request can be routed to.
+//!   [`reachable_models`], [`ParameterAllowList`]): the OpenAI parameters with their documented
+//!   types, model names of at most [`MAX_MODEL_NAME_BYTES`], the fields that are not OpenAI's
+//!   (LiteLLM treats many as its own controls: `fallbacks`, `num_retries`, `api_base`, …) for an
+//!   allow-list to refuse unless an operator opted in, never those in [`NEVER_ALLOWED_PARAMS`],
+//!   and every model a request can be routed to.
 //! - **Time limits**: connect, time to first byte, whole call (non-streaming), idle gap
 //!   (streams) and the caller's deadline from [`RequestContext`]; never LiteLLM's 6000 s.
 //! - **Retries** only before anything reached the caller: connect failures and 429/502/503/504
@@ -63,7 +65,9 @@ pub use client::{CLIENT_METADATA_KEY, ClientBuildError, LiteLlmClient, LiteLlmCo
 pub use context::{RequestContext, TraceId};
 pub use error::{ErrorKind, ProviderError};
 pub use params::{
-    ChatBody, InvalidParameter, chat_parameters, reachable_models, validate_chat_body,
+    ChatBody, ForbiddenParameter, InvalidParameter, MAX_MODEL_NAME_BYTES, NEVER_ALLOWED_PARAMS,
+    ParameterAllowList, UnsupportedParameter, chat_parameters, reachable_models,
+    validate_chat_body,
 };
 pub use sse::{EventTooLarge, SseEvent, SseParser};
 pub use stream::{

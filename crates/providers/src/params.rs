@@ -7,6 +7,74 @@
 //! ([`validate_chat_body`] reports them as [`ChatBody::extra_parameters`]).
 
 use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+
+/// Body fields no policy may allow: they let a caller choose the credentials, endpoint or
+/// deployments LiteLLM uses.
+pub const NEVER_ALLOWED_PARAMS: [&str; 9] = [
+    "api_key",
+    "api_base",
+    "base_url",
+    "api_version",
+    "model_list",
+    "litellm_params",
+    "user_config",
+    "extra_headers",
+    "organization",
+];
+
+/// Longest model name accepted, in bytes. Model names become labels and report rows, so a
+/// longer one is refused before anything else looks at it.
+pub const MAX_MODEL_NAME_BYTES: usize = 256;
+
+/// Body fields beyond the OpenAI parameters that a caller may send: LiteLLM controls an
+/// operator opted into (`num_retries`, `fallbacks`, …). Never one of [`NEVER_ALLOWED_PARAMS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParameterAllowList(BTreeSet<String>);
+
+/// A field that no allow-list may hold ([`NEVER_ALLOWED_PARAMS`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` cannot be allowed: it lets a caller choose LiteLLM's credentials, endpoint or deployments"
+)]
+pub struct ForbiddenParameter(pub String);
+
+/// A body field that is neither an OpenAI parameter nor allowed for the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unsupported parameter `{0}`: only the OpenAI chat-completions parameters are forwarded (an operator can allow more with `allow_params`)"
+)]
+pub struct UnsupportedParameter(pub String);
+
+impl ParameterAllowList {
+    /// An allow-list of `names`, refusing any of [`NEVER_ALLOWED_PARAMS`].
+    pub fn new<S: Into<String>>(
+        names: impl IntoIterator<Item = S>,
+    ) -> Result<Self, ForbiddenParameter> {
+        let mut allowed = BTreeSet::new();
+        for name in names {
+            let name = name.into();
+            if NEVER_ALLOWED_PARAMS.contains(&name.as_str()) {
+                return Err(ForbiddenParameter(name));
+            }
+            allowed.insert(name);
+        }
+        Ok(Self(allowed))
+    }
+
+    /// Adds what `other` allows.
+    pub fn extend(&mut self, other: &Self) {
+        self.0.extend(other.0.iter().cloned());
+    }
+
+    /// `Ok` if every one of `extra_parameters` is allowed, else the first that is not.
+    pub fn check(&self, extra_parameters: &[String]) -> Result<(), UnsupportedParameter> {
+        match extra_parameters.iter().find(|name| !self.0.contains(*name)) {
+            Some(name) => Err(UnsupportedParameter(name.clone())),
+            None => Ok(()),
+        }
+    }
+}
 
 /// How one OpenAI parameter is checked. `null` is accepted for every optional parameter.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -136,6 +204,9 @@ pub struct ChatBody {
 /// parameters. The checks follow OpenAI's reference: message roles and content shapes, ranges
 /// of sampling parameters, positive token limits.
 pub fn validate_chat_body(fields: Map<String, Value>) -> Result<ChatBody, InvalidParameter> {
+    if let Some(model) = fields.get("model").and_then(Value::as_str) {
+        check_model_name("model", model)?;
+    }
     for required in ["model", "messages"] {
         if !fields.contains_key(required) {
             return Err(InvalidParameter::new(required, "is required"));
@@ -288,6 +359,19 @@ fn check_message(index: usize, message: &Value) -> Result<(), InvalidParameter> 
     Ok(())
 }
 
+fn check_model_name(param: &str, model: &str) -> Result<(), InvalidParameter> {
+    if model.len() > MAX_MODEL_NAME_BYTES {
+        return Err(InvalidParameter::new(
+            param,
+            format!(
+                "is a model name of {} bytes; model names are at most {MAX_MODEL_NAME_BYTES}",
+                model.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Every model a request can be answered by: `model`, and the models named by LiteLLM's
 /// routing parameters (`fallbacks` in its list, dict and object forms,
 /// `context_window_fallback_dict`). A routing parameter in a form this does not understand
@@ -316,6 +400,9 @@ pub fn reachable_models(fields: &Map<String, Value>) -> Result<Vec<&str>, Invali
                 name,
                 "must name models as strings: a list of model names, or objects mapping a model to a list of models",
             ));
+        }
+        for model in models.get(before..).unwrap_or_default() {
+            check_model_name(name, model)?;
         }
     }
     Ok(models)
@@ -503,5 +590,52 @@ mod tests {
         ] {
             assert!(!names.contains(&control), "{control}");
         }
+    }
+}
+
+#[cfg(test)]
+mod allow_list_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn credential_fields_cannot_be_allowed_and_others_must_be() {
+        assert_eq!(
+            ParameterAllowList::new(["num_retries", "api_base"]),
+            Err(ForbiddenParameter("api_base".into()))
+        );
+        let mut allowed = ParameterAllowList::new(["num_retries"]).unwrap();
+        assert!(allowed.check(&["num_retries".into()]).is_ok());
+        assert_eq!(
+            allowed.check(&["fallbacks".into()]),
+            Err(UnsupportedParameter("fallbacks".into()))
+        );
+        allowed.extend(&ParameterAllowList::new(["fallbacks"]).unwrap());
+        assert!(
+            allowed
+                .check(&["fallbacks".into(), "num_retries".into()])
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_model_name_past_the_limit_is_refused_before_anything_else() {
+        let long = "m".repeat(MAX_MODEL_NAME_BYTES + 1);
+        // Even with other problems in the body, the model name is what is reported.
+        let fields = json!({"model": long, "temperature": 9})
+            .as_object()
+            .unwrap()
+            .clone();
+        let error = validate_chat_body(fields).unwrap_err();
+        assert_eq!(error.param, "model");
+        assert!(error.message.contains("at most 256"), "{error}");
+        let fields = json!({"model": "a", "fallbacks": ["b", long]})
+            .as_object()
+            .unwrap()
+            .clone();
+        assert_eq!(reachable_models(&fields).unwrap_err().param, "fallbacks");
+        let ok = "m".repeat(MAX_MODEL_NAME_BYTES);
+        let fields = json!({"model": ok, "messages": [{"role": "user", "content": "hi"}]});
+        assert!(validate_chat_body(fields.as_object().unwrap().clone()).is_ok());
     }
 }

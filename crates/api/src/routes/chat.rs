@@ -4,7 +4,6 @@
 use crate::context::{RequestInfo, UpstreamWait};
 use crate::disconnect::{Client, ClientWatch};
 use crate::error::{ApiError, render};
-use crate::quota::{Spend, Ticket};
 use crate::state::AppState;
 use crate::traffic::OpenStream;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
@@ -13,6 +12,7 @@ use bff_providers::{
     ChatRequest, ChatStream, ProviderError, RequestContext, StreamSummary, Usage, reachable_models,
     validate_chat_body,
 };
+use bff_quota::{Kind, Spend, Ticket};
 use bff_telemetry::{LlmRecord, Outcome, RecordError, TokenUsage, UnixNanos};
 use bytes::Bytes;
 use futures_util::Stream;
@@ -93,9 +93,8 @@ fn admit(
     let checked = validate_chat_body(fields)?;
     let models = reachable_models(&checked.fields)?;
     state
-        .gate
-        .policy()
-        .check_request(identity, &models, &checked.extra_parameters)?;
+        .access
+        .check_chat(identity, &models, &checked.extra_parameters)?;
     serde_json::from_value(Value::Object(checked.fields)).map_err(|error| {
         ApiError::bad_request(
             format!("the request body is not a valid chat completion request: {error}"),
@@ -113,14 +112,15 @@ async fn take_quota(
     state: &AppState,
     model: &str,
 ) -> Result<Ticket, ApiError> {
-    let limits = state
-        .gate
-        .policy()
-        .limits_for(&identity.user_id, identity.role.as_deref(), model);
-    Ok(state
+    let scopes = state.access.scopes(identity, model);
+    let started = Instant::now();
+    let result = state
         .quota
-        .admit(&identity.user_id, &limits, &info.request_id)
-        .await?)
+        .admit(scopes, Kind::Chat, &info.request_id)
+        .await;
+    let refused = result.as_ref().err().map(bff_quota::QuotaError::kind);
+    state.metrics.quota_admission(started.elapsed(), refused);
+    Ok(result?)
 }
 
 /// The body as a JSON object, or a 400 naming what is wrong.

@@ -30,9 +30,10 @@ pub const ROUTES: [(&str, &str); 17] = [
 /// The routes that call LiteLLM for a chat: what the monitoring page's traffic panel counts.
 pub const CHAT_ROUTES: [&str; 3] = ["/chat/completions", "/chat/stream", "/v1/chat/completions"];
 
+use crate::access::{CHAT, METRICS, MODELS, OBSERVABILITY_ALL, OBSERVABILITY_OWN};
 use actix_web::middleware::Condition;
 use actix_web::web;
-use bff_auth::{Gate, Permission};
+use bff_auth::Gate;
 
 /// Registers every route.
 pub fn configure(config: &mut web::ServiceConfig, gate: &Gate, metrics_require_auth: bool) {
@@ -44,43 +45,40 @@ pub fn configure(config: &mut web::ServiceConfig, gate: &Gate, metrics_require_a
         .route("/monitoring.css", web::get().to(ops::monitoring_style)) // public
         .service(
             web::resource("/metrics") // public unless METRICS_REQUIRE_AUTH
-                .wrap(Condition::new(
-                    metrics_require_auth,
-                    gate.require(Permission::Metrics),
-                ))
+                .wrap(Condition::new(metrics_require_auth, gate.require(METRICS)))
                 .route(web::get().to(ops::metrics)),
         )
         .service(
             web::resource("/chat/completions")
-                .wrap(gate.require(Permission::Chat))
+                .wrap(gate.require(CHAT))
                 .route(web::post().to(chat::completions)),
         )
         .service(
             web::resource("/chat/stream")
-                .wrap(gate.require(Permission::Chat))
+                .wrap(gate.require(CHAT))
                 .route(web::post().to(chat::stream)),
         )
         .service(
             web::resource("/v1/chat/completions")
-                .wrap(gate.require(Permission::Chat))
+                .wrap(gate.require(CHAT))
                 .route(web::post().to(chat::completions)),
         )
         .service(
             web::resource("/v1/models")
-                .wrap(gate.require(Permission::Models))
+                .wrap(gate.require(MODELS))
                 .route(web::get().to(ops::models)),
         )
         .service(
             web::scope("/observability")
                 // Own data; `observability:all` widens traces and usage to every user.
-                .wrap(gate.require(Permission::ObservabilityOwn))
+                .wrap(gate.require(OBSERVABILITY_OWN))
                 .route("/me", web::get().to(observability::me))
                 .route("/health", web::get().to(observability::health))
                 .route("/traces", web::get().to(observability::traces))
                 .route("/usage", web::get().to(observability::usage))
                 .service(
                     web::resource("/usage/users") // everyone's spend ranked: admins only
-                        .wrap(gate.require(Permission::ObservabilityAll))
+                        .wrap(gate.require(OBSERVABILITY_ALL))
                         .route(web::get().to(observability::top_users)),
                 )
                 .route("/quota", web::get().to(quota::quota))

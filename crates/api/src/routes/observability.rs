@@ -4,13 +4,14 @@
 //! anyone else only ever sees their own user id, whatever they ask for. `/usage/users` (everyone's
 //! spend) is for `observability:all` only; `/traffic` is bff-wide counts with no user in them.
 
+use crate::access::OBSERVABILITY_ALL;
 use crate::error::ApiError;
 use crate::observability::{DependencyStatus, MAX_PAGE, TraceFilter, TracePage, UsageReport};
 use crate::routes::ops::{litellm_status, redis_status};
 use crate::state::AppState;
 use crate::usage::{UsageTotals, day_of};
 use actix_web::{HttpResponse, web};
-use bff_auth::{Identity, Permission};
+use bff_auth::Identity;
 use bff_telemetry::UnixNanos;
 use serde::Deserialize;
 use serde_json::json;
@@ -58,10 +59,7 @@ pub struct UsageQuery {
 
 /// Whether the caller may see every user's data (`observability:all`), not only their own.
 pub(crate) fn sees_all(state: &AppState, identity: &Identity) -> bool {
-    state
-        .gate
-        .authorize(identity, Permission::ObservabilityAll)
-        .is_ok()
+    state.gate.authorize(identity, &OBSERVABILITY_ALL).is_ok()
 }
 
 /// The user a request may see: any (or all) with `observability:all`, else only the caller.
@@ -76,10 +74,12 @@ fn scoped_user(state: &AppState, identity: &Identity, requested: Option<String>)
 /// Who the caller is and every permission they hold, as the policy decides it (the monitoring
 /// page shows admin controls from this, instead of trying a request that would be refused).
 pub async fn me(identity: Identity, state: web::Data<AppState>) -> HttpResponse {
-    let permissions: Vec<&str> = Permission::ALL
-        .into_iter()
-        .filter(|permission| state.gate.authorize(&identity, *permission).is_ok())
-        .map(Permission::as_str)
+    let permissions: Vec<String> = state
+        .gate
+        .policy()
+        .permissions_of(&identity)
+        .iter()
+        .map(ToString::to_string)
         .collect();
     HttpResponse::Ok().json(json!({
         "user_id": identity.user_id,

@@ -3,11 +3,11 @@
 use crate::context::RequestInfo;
 use crate::error::ApiError;
 use crate::observability::DependencyStatus;
-use crate::quota::FailMode;
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bff_auth::Identity;
 use bff_providers::RequestContext;
+use bff_quota::FailMode;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -126,6 +126,6 @@ pub async fn models(
     })?;
     let policy = state.gate.policy();
     list.data
-        .retain(|model| policy.allows_model(identity.role.as_deref(), &model.id));
+        .retain(|model| policy.allows_model(&identity, &model.id));
     Ok(HttpResponse::Ok().json(list))
 }

@@ -1,14 +1,15 @@
-//! `GET /observability/quota`: the caller's limits, what is used and what remains in each
-//! window, and when each resets. `observability:own` sees their own; `observability:all` may
-//! pass `user_id` (and `role`, since roles come from Open WebUI per credential).
+//! `GET /observability/quota`: the caller's limits, what is used in each window (whether or not
+//! a limit applies), what remains, and when each window resets. `observability:own` sees their
+//! own; `observability:all` may pass `user_id` (and `role`, since roles come from Open WebUI per
+//! credential).
 
 use crate::error::ApiError;
-use crate::quota::calendar::{Windows, rfc3339};
-use crate::quota::{Scope, Used};
 use crate::routes::observability::sees_all;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
-use bff_auth::{Identity, Limits};
+use bff_auth::{AuthMethod, Identity};
+use bff_quota::calendar::{Windows, rfc3339};
+use bff_quota::{Limits, Scope, ScopeKey, Used};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -29,24 +30,25 @@ pub async fn quota(
     query: web::Query<QuotaQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let sees_all = sees_all(&state, &identity);
-    let (user_id, role) = match query.user_id.filter(|user| sees_all && !user.is_empty()) {
-        Some(user) => (user, query.role),
-        None => (identity.user_id.clone(), identity.role.clone()),
+    let subject = match query
+        .user_id
+        .filter(|user| sees_all(&state, &identity) && !user.is_empty())
+    {
+        Some(user) => Identity::new(user, query.role, AuthMethod::Session),
+        None => identity,
     };
-    let policy = state.gate.policy();
     let mut scopes = vec![(
         "account".to_owned(),
         Scope {
-            key: user_id.clone(),
-            limits: policy.limits_for(&user_id, role.as_deref(), "").account,
+            key: ScopeKey::User(subject.user_id.clone()),
+            limits: state.access.account_limits(&subject),
         },
     )];
-    for (pattern, limits) in policy.model_limits(role.as_deref()) {
+    for (pattern, limits) in state.access.limits().model_limits(subject.role.as_deref()) {
         scopes.push((
             format!("model:{pattern}"),
             Scope {
-                key: format!("{user_id}|model:{pattern}"),
+                key: ScopeKey::UserModel(subject.user_id.clone(), pattern),
                 limits,
             },
         ));
@@ -66,8 +68,8 @@ pub async fn quota(
         report.push(scope_report(&name, &scope.limits, &used, &windows));
     }
     Ok(HttpResponse::Ok().json(json!({
-        "user_id": user_id,
-        "role": role,
+        "user_id": subject.user_id,
+        "role": subject.role,
         "backend": state.quota.backend(),
         "scopes": report,
     })))
@@ -80,18 +82,24 @@ fn scope_report(name: &str, limits: &Limits, used: &Used, windows: &Windows) -> 
         "scope": name,
         "limits": {
             "requests_per_minute": limits.requests_per_minute,
+            "tasks_per_minute": limits.tasks_per_minute,
             "tokens_per_minute": limits.tokens_per_minute,
             "concurrent_requests": limits.concurrent_requests,
             "daily_budget_usd": limits.daily_budget_usd,
             "monthly_budget_usd": limits.monthly_budget_usd,
+            "daily_tokens": limits.daily_tokens,
+            "monthly_tokens": limits.monthly_tokens,
         },
         "used": used,
         "remaining": {
             "requests_this_minute": left(limits.requests_per_minute, used.requests_this_minute),
+            "tasks_this_minute": left(limits.tasks_per_minute, used.tasks_this_minute),
             "tokens_this_minute": left(limits.tokens_per_minute, used.tokens_this_minute),
             "concurrent_requests": left(limits.concurrent_requests, used.concurrent_requests),
             "today_usd": left_usd(limits.daily_budget_usd, used.spent_today_usd),
             "this_month_usd": left_usd(limits.monthly_budget_usd, used.spent_this_month_usd),
+            "tokens_today": left(limits.daily_tokens, used.tokens_today),
+            "tokens_this_month": left(limits.monthly_tokens, used.tokens_this_month),
         },
         "resets": {
             "minute": rfc3339(windows.now + windows.minute_left.as_secs().max(1)),

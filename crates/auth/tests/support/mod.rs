@@ -2,7 +2,7 @@
 //! bodies recorded in `shared/contracts/open-webui.md`.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use bff_auth::{AuthSettings, Gate};
+use bff_auth::{AuthSettings, Gate, Permission, Policy};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -15,6 +15,13 @@ pub const FORWARD_SECRET: &str = "test-forward-user-jwt-secret-0001";
 pub const SERVICE_KEY: &str = "sk-bff-connection-key-for-tests";
 pub const ALICE: &str = "5f0c2b7e-3d41-4a8e-9c57-2e1b6d9f0a13";
 pub const API_KEY: &str = "sk-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+/// The vocabulary of the service these tests play.
+pub const CHAT: Permission = Permission::new("chat");
+pub const MODELS: Permission = Permission::new("models");
+pub const REPORTS_OWN: Permission = Permission::new("reports:own");
+pub const REPORTS_ALL: Permission = Permission::new("reports:all");
+pub const PERMISSIONS: [Permission; 4] = [CHAT, MODELS, REPORTS_OWN, REPORTS_ALL];
 
 pub fn now() -> u64 {
     SystemTime::now()
@@ -85,7 +92,7 @@ pub async fn stub_session(server: &MockServer, token: &str, role: &str, calls: u
 
 /// A gate built from settings the way a server builds it.
 pub fn gate(vars: &[(&str, &str)]) -> Gate {
-    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/rbac.toml");
+    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/policy.toml");
     let mut map: HashMap<String, String> = HashMap::from([
         ("WEBUI_SECRET_KEY".to_owned(), WEBUI_SECRET.to_owned()),
         ("RBAC_POLICY_FILE".to_owned(), policy.to_owned()),
@@ -94,5 +101,6 @@ pub fn gate(vars: &[(&str, &str)]) -> Gate {
         map.insert((*name).to_owned(), (*value).to_owned());
     }
     let settings = AuthSettings::from_lookup(|name| map.get(name).cloned()).unwrap();
-    Gate::from_settings(&settings).unwrap()
+    let policy = Policy::load(&settings.policy_file, &PERMISSIONS).unwrap();
+    Gate::from_settings(&settings, policy).unwrap()
 }
