@@ -2,18 +2,20 @@
 //!
 //! Middleware order, outermost first (each `wrap` in [`crate::Application`] follows it):
 //! 1. [`request_context`] — mints the request id (a UUID v7; a caller's `X-Request-Id` is kept
-//!    only as `client_request_id`) and the trace id; after the handler: metrics (method
-//!    normalised, route pattern or `unmatched`), one log line saying who did what, every error
-//!    body rendered by [`crate::error::render`] with the request id, `X-Request-Id`,
-//!    `X-Content-Type-Options: nosniff` and `Cache-Control: no-store` on every response.
+//!    only as `client_request_id`) and the trace id, and starts the request's exchange draft
+//!    ([`crate::exchange`]); after the handler: finishes the exchange (unless a stream will),
+//!    renders every error body through [`crate::error::render`] with the request id, and sets
+//!    `X-Request-Id`, `X-Content-Type-Options: nosniff` and `Cache-Control: no-store` on every
+//!    response.
 //! 2. CORS (only when `CORS_ALLOWED_ORIGINS` is set), so preflights need no credentials.
 //! 3. `Gate::authenticate_requests` (bff-auth) — the one place that decides who is calling:
 //!    every route except [`PUBLIC_ROUTES`] requires a valid caller, whose [`Identity`] goes
 //!    into the extensions. Each route's `gate.require(permission)` then decides what they may
-//!    do (and, for chat, [`bff_auth::Policy::check_request`] the body's models and fields).
+//!    do (and, for chat, [`crate::access::AccessPolicy::check_chat`] the body's models and
+//!    fields).
 
-use crate::error::{ApiError, ErrorParts, auth_parts, generic_parts, render};
-use crate::state::AppState;
+use crate::error::{ApiError, ErrorContext, ErrorParts, auth_parts, generic_parts, render};
+use crate::exchange::{AbandonGuard, Ending, ExchangeHandle, Failure, Hub};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -115,11 +117,6 @@ fn incoming_trace(header: &str) -> Option<IncomingTrace> {
     Some(IncomingTrace { trace_id, span_id })
 }
 
-/// Time this request spent waiting on LiteLLM (set by the handlers, read for the overhead
-/// histogram).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct UpstreamWait(pub Duration);
-
 /// The method as a metrics label: a fixed set, whatever a client sends.
 fn method_label(method: &Method) -> &'static str {
     match *method {
@@ -148,40 +145,45 @@ pub async fn request_context(
         header_str(&request, "traceparent"),
     );
     let method = method_label(request.method());
-    let state = request.app_data::<web::Data<AppState>>().cloned();
-    let span = tracing::info_span!("request", request_id = %info.request_id, trace_id = tracing::field::Empty, method, path = %request.path());
+    let (Some(hub), Some(errors)) = (
+        request.app_data::<web::Data<Hub>>().cloned(),
+        request.app_data::<web::Data<ErrorContext>>().cloned(),
+    ) else {
+        return Err(actix_web::error::ErrorInternalServerError(
+            "bff is not wired",
+        ));
+    };
+    let exchange = ExchangeHandle::start(hub.into_inner(), info.request_id.clone(), method);
+    let guard = AbandonGuard(exchange.clone());
+    let span = tracing::info_span!("request", request_id = %info.request_id, method, path = %request.path());
     request.extensions_mut().insert(info.clone());
+    request.extensions_mut().insert(exchange.clone());
 
-    let response = next.call(request).instrument(span.clone()).await?;
-    let status = response.status();
-    let route = response
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let upstream = response
-        .request()
-        .extensions()
-        .get::<UpstreamWait>()
-        .copied()
-        .unwrap_or_default();
-    let elapsed = info.started.elapsed();
-    if let Some(state) = &state {
-        state
-            .metrics
-            .request(&route, method, status.as_u16(), elapsed, upstream.0);
-        if let Some(auth) = response
-            .response()
-            .error()
-            .and_then(|error| error.as_error::<AuthError>())
-        {
-            state.metrics.auth_failure(auth.code());
+    let response = match next.call(request).instrument(span).await {
+        Ok(response) => response,
+        Err(error) => {
+            let status = error.as_response_error().status_code().as_u16();
+            exchange.responded(status, None);
+            exchange.finish(Ending::Failed, None);
+            std::mem::forget(guard);
+            return Err(error);
         }
+    };
+    let status = response.status();
+    answered(&exchange, &response, status);
+    if !exchange.is_streaming() {
+        let ending = if status.is_client_error() || status.is_server_error() {
+            Ending::Failed
+        } else {
+            Ending::Answered
+        };
+        exchange.finish(ending, None);
     }
-    log_finished(&response, &span, &route, elapsed, upstream.0);
+    // Answered: from here a stream, or nobody, owns the end.
+    std::mem::forget(guard);
 
-    let max_body = state.as_ref().map_or(0, |state| state.max_body_bytes);
     let mut response = if status.is_client_error() || status.is_server_error() {
-        render_error(response, &info.request_id, max_body)
+        render_error(response, &info.request_id, errors.max_body_bytes)
     } else {
         response.map_into_boxed_body()
     };
@@ -197,65 +199,45 @@ pub async fn request_context(
     Ok(response)
 }
 
-/// The one log line per request: who (user, role, credential kind), what, how it went.
-fn log_finished<B>(
-    response: &ServiceResponse<B>,
-    span: &tracing::Span,
-    route: &str,
-    elapsed: Duration,
-    upstream: Duration,
-) {
-    let extensions = response.request().extensions();
-    let identity = extensions.get::<Identity>();
-    let info = extensions
-        .get::<RequestInfo>()
-        .cloned()
-        .map(|info| info.resolved(identity));
-    if let Some(info) = &info {
-        span.record("trace_id", tracing::field::display(&info.trace_id));
-    }
-    let client_request_id = info.and_then(|info| info.client_request_id);
-    let (outcome, error_code) = outcome_of(response);
-    span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            route,
-            outcome,
-            error_code,
-            user_id = identity.map(|identity| identity.user_id.as_str()),
-            role = identity.and_then(|identity| identity.role.as_deref()),
-            auth = identity.map(|identity| identity.via.as_str()),
-            openwebui_auth = identity.and_then(|identity| identity.openwebui_auth_type.as_deref()),
-            session_id = identity.and_then(|identity| identity.chat_id.as_deref()),
-            client_request_id,
-            duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-            upstream_ms = u64::try_from(upstream.as_millis()).unwrap_or(u64::MAX),
-            "request finished"
-        );
+/// Tells the exchange how the request was answered: the route, the caller, the status and what
+/// went wrong.
+fn answered<B>(exchange: &ExchangeHandle, response: &ServiceResponse<B>, status: StatusCode) {
+    let request = response.request();
+    exchange.set_route(request.match_pattern().as_deref());
+    let identity = request.extensions().get::<Identity>().cloned();
+    exchange.update(|draft| {
+        if draft.caller.is_none() {
+            draft.caller = identity;
+        }
     });
+    exchange.responded(status.as_u16(), failure_of(response));
 }
 
-/// How a request ended, as the log line says it: `ok`, `streaming` (a stream started; its end
-/// is logged by the stream), or `error` with the error code.
-fn outcome_of<B>(response: &ServiceResponse<B>) -> (&'static str, Option<&'static str>) {
+/// What went wrong, as the error body will say it.
+fn failure_of<B>(response: &ServiceResponse<B>) -> Option<Failure> {
     let status = response.status();
     if let Some(error) = response.response().error() {
-        let code = error
-            .as_error::<ApiError>()
-            .map(|api| api.parts().code)
-            .or_else(|| error.as_error::<AuthError>().map(AuthError::code))
-            .unwrap_or("http_error");
-        return ("error", Some(code));
+        if let Some(api) = error.as_error::<ApiError>() {
+            let parts = api.parts();
+            return Some(Failure {
+                code: parts.code,
+                message: parts.message.into_owned(),
+                auth: matches!(api, ApiError::Auth(_)),
+            });
+        }
+        if let Some(auth) = error.as_error::<AuthError>() {
+            return Some(Failure {
+                code: auth.code(),
+                message: auth.to_string(),
+                auth: true,
+            });
+        }
     }
-    if status.is_client_error() || status.is_server_error() {
-        return ("error", Some("http_error"));
-    }
-    let streaming = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("text/event-stream"));
-    (if streaming { "streaming" } else { "ok" }, None)
+    (status.is_client_error() || status.is_server_error()).then(|| Failure {
+        code: generic_parts(status, None, 0).code,
+        message: status.canonical_reason().unwrap_or("error").to_lowercase(),
+        auth: false,
+    })
 }
 
 /// Replaces an error response's body with OpenAI JSON carrying the request id, whatever
@@ -364,28 +346,24 @@ mod tests {
     }
 
     #[test]
-    fn the_log_line_says_how_a_request_ended() {
+    fn the_failure_is_what_the_error_body_says() {
         use actix_web::test::TestRequest;
         let ok = TestRequest::default().to_srv_response(HttpResponse::Ok().finish());
-        assert_eq!(outcome_of(&ok), ("ok", None));
-        let stream = TestRequest::default().to_srv_response(
-            HttpResponse::Ok()
-                .content_type("text/event-stream")
-                .finish(),
-        );
-        assert_eq!(outcome_of(&stream), ("streaming", None));
+        assert_eq!(failure_of(&ok), None);
         let failed = |error: actix_web::Error| {
             ServiceResponse::new(
                 TestRequest::default().to_http_request(),
                 HttpResponse::from_error(error),
             )
         };
-        let refused = failed(ApiError::UnsupportedMediaType.into());
+        let refused = failure_of(&failed(ApiError::UnsupportedMediaType.into())).unwrap();
         assert_eq!(
-            outcome_of(&refused),
-            ("error", Some("unsupported_media_type"))
+            (refused.code, refused.auth),
+            ("unsupported_media_type", false)
         );
-        let denied = failed(AuthError::CookieNotAccepted.into());
-        assert_eq!(outcome_of(&denied), ("error", Some("cookie_not_accepted")));
+        let denied = failure_of(&failed(AuthError::CookieNotAccepted.into())).unwrap();
+        assert_eq!((denied.code, denied.auth), ("cookie_not_accepted", true));
+        let missing = TestRequest::default().to_srv_response(HttpResponse::NotFound().finish());
+        assert_eq!(failure_of(&missing).map(|f| f.code), Some("not_found"));
     }
 }

@@ -50,6 +50,9 @@ pub enum ApiError {
     /// A feature needs a dependency that is not configured.
     #[error("{0}")]
     NotConfigured(&'static str),
+    /// The usage store cannot be read (Redis down); the reports say so rather than guess.
+    #[error("the usage store is unavailable: {0}")]
+    StoreUnavailable(String),
     /// A dependency bff reads from (Langfuse, Helicone) failed.
     #[error("{dependency} could not be read: {reason}")]
     Dependency {
@@ -58,6 +61,13 @@ pub enum ApiError {
         /// Why (logged, never shown to the caller).
         reason: String,
     },
+}
+
+/// What error bodies need to know of the server (app data of the request-context middleware).
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorContext {
+    /// Largest request body, for the 413 message.
+    pub max_body_bytes: usize,
 }
 
 /// What an error body says, before the request id is added.
@@ -149,6 +159,12 @@ impl ApiError {
                 message: (*message).into(),
                 error_type: "service_unavailable_error",
                 code: "not_configured",
+                param: None,
+            },
+            Self::StoreUnavailable(_) => ErrorParts {
+                message: "the usage store (Redis) is unavailable; requests are still served and counted, and will show here once it is back".into(),
+                error_type: "service_unavailable_error",
+                code: "usage_store_unavailable",
                 param: None,
             },
             Self::Dependency { dependency, .. } => ErrorParts {
@@ -251,7 +267,7 @@ impl ResponseError for ApiError {
             Self::Quota(QuotaError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Dependency { .. } => StatusCode::BAD_GATEWAY,
-            Self::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotConfigured(_) | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -5,28 +5,39 @@
 //! binary (`src/main.rs`) is a thin CLI over [`Application`].
 //!
 //! Middleware order and the public allow-list are documented in [`context`]; the route table
-//! and each route's permission in [`routes`]; errors in [`error`]; metrics in [`metrics`].
+//! and each route's permission in [`routes`]; what a caller may do in [`access`]; errors in
+//! [`error`]. Every finished request becomes one [`exchange::Exchange`], which the metrics, the
+//! reports ([`reporting`]), telemetry, quota settlement and the log line all count.
 
 pub mod access;
 pub mod context;
 pub mod diagnose;
-pub mod disconnect;
 pub mod error;
+pub mod exchange;
 pub mod metrics;
+pub mod models;
 pub mod observability;
+pub mod reporting;
 pub mod routes;
 pub mod settings;
 pub mod state;
-pub mod traffic;
-pub mod usage;
+pub mod subscribers;
 
 use crate::access::AccessPolicy;
 use crate::context::{PUBLIC_ROUTES, request_context};
+use crate::error::ErrorContext;
+use crate::exchange::{Hub, Subscriber};
 use crate::metrics::Metrics;
+use crate::models::KnownModels;
 use crate::observability::{LangfuseReader, Observability};
+use crate::reporting::Reporting;
+use crate::reporting::embedded::EmbeddedStore;
+use crate::reporting::redis::RedisStore;
+use crate::reporting::store::{StoreError, UsageStore};
+use crate::reporting::writer::{Recorder, WriterConfig};
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::usage::{RecentRequests, UsageLedger};
+use crate::subscribers::{LogLine, QuotaSettlement, Telemetry};
 use actix_cors::Cors;
 use actix_web::dev::Server;
 use actix_web::middleware::{Condition, from_fn};
@@ -42,6 +53,7 @@ use bff_telemetry::{
 };
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// Why bff could not start.
@@ -63,8 +75,11 @@ pub enum StartupError {
     #[error("cannot build an HTTP client: {0}")]
     Http(String),
     /// The quota counters cannot be used.
-    #[error("QUOTA_REDIS_URL / QUOTA_STORE_PATH: {0}")]
+    #[error("REDIS_URL / QUOTA_STORE_PATH: {0}")]
     Quota(BackendError),
+    /// The usage store cannot be used.
+    #[error("REDIS_URL / USAGE_STORE_PATH: {0}")]
+    Usage(StoreError),
 }
 
 /// A built, bound, not yet running bff.
@@ -74,6 +89,7 @@ pub struct Application {
     telemetry: Arc<Pipeline>,
     telemetry_deadline: Duration,
     quota: Arc<Quota>,
+    reporting: Arc<Reporting>,
 }
 
 impl Application {
@@ -88,6 +104,7 @@ impl Application {
         config.request_timeout = settings.request_timeout;
         config.stream_idle_timeout = settings.litellm.stream_idle_timeout;
         config.max_attempts = settings.litellm.max_attempts;
+        config.max_captured_output_bytes = settings.telemetry.max_capture_bytes;
         let litellm: Arc<dyn LiteLlm> = Arc::new(LiteLlmClient::new(config)?);
         Self::build_with(settings, litellm).await
     }
@@ -119,34 +136,54 @@ impl Application {
                 .map(|helicone| (helicone.api_url.clone(), helicone.api_key.clone())),
         )
         .map_err(|error| StartupError::Http(error.to_string()))?;
-        let metrics = Arc::new(Metrics::default());
         let quota = build_quota(&settings)?;
+        let open_streams = Arc::new(AtomicU64::new(0));
+        let (reporting, recorder) = build_reporting(&settings, Arc::clone(&open_streams))?;
+        let metrics = Arc::new(Metrics::default());
+        spawn_upkeep(Arc::downgrade(&metrics));
+        let subscribers: Vec<Box<dyn Subscriber>> = vec![
+            Box::new(Arc::clone(&metrics)),
+            Box::new(recorder),
+            Box::new(Telemetry(Arc::clone(&telemetry))),
+            Box::new(QuotaSettlement),
+            Box::new(LogLine),
+        ];
+        let capture = (
+            settings.telemetry.capture,
+            settings.telemetry.max_capture_bytes,
+        );
+        let hub = Arc::new(Hub::new(
+            subscribers,
+            capture,
+            &routes::ROUTES,
+            open_streams,
+        ));
         let state = web::Data::new(AppState {
             litellm,
             gate,
             access,
+            models: KnownModels::default(),
             telemetry: Arc::clone(&telemetry),
             metrics,
             quota: Arc::clone(&quota),
-            usage: UsageLedger::default(),
-            recent: RecentRequests::default(),
+            reporting: Arc::clone(&reporting),
             observability,
             request_timeout: settings.request_timeout,
             environment: settings
                 .langfuse
                 .as_ref()
                 .and_then(|l| l.environment.clone()),
-            max_body_bytes: settings.max_body_bytes,
             metrics_require_auth: settings.metrics_require_auth,
         });
 
-        let (server, port) = serve(state, &settings)?;
+        let (server, port) = serve(state, hub, &settings)?;
         Ok(Self {
             server,
             port,
             telemetry,
             telemetry_deadline: settings.telemetry.shutdown_deadline,
             quota,
+            reporting,
         })
     }
 
@@ -160,6 +197,7 @@ impl Application {
     /// `TELEMETRY_SHUTDOWN_SECONDS` (spooling what is left).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
+        self.reporting.shutdown(self.telemetry_deadline).await;
         self.quota.flush().await;
         tracing::info!("server stopped; flushing telemetry");
         let stats = self.telemetry.shutdown(self.telemetry_deadline).await;
@@ -171,11 +209,19 @@ impl Application {
 }
 
 /// Binds the listen address and builds the HTTP server over `state`.
-fn serve(state: web::Data<AppState>, settings: &Settings) -> Result<(Server, u16), StartupError> {
+fn serve(
+    state: web::Data<AppState>,
+    hub: Arc<Hub>,
+    settings: &Settings,
+) -> Result<(Server, u16), StartupError> {
     let listener = TcpListener::bind(settings.bind).map_err(StartupError::Bind)?;
     let port = listener.local_addr().map_err(StartupError::Bind)?.port();
     let origins = settings.cors_allowed_origins.clone();
     let max_body = settings.max_body_bytes;
+    let hub = web::Data::from(hub);
+    let errors = web::Data::new(ErrorContext {
+        max_body_bytes: max_body,
+    });
     let metrics_require_auth = settings.metrics_require_auth;
     let mut public_paths = PUBLIC_ROUTES.to_vec();
     if !metrics_require_auth {
@@ -185,6 +231,8 @@ fn serve(state: web::Data<AppState>, settings: &Settings) -> Result<(Server, u16
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(hub.clone())
+            .app_data(errors.clone())
             .app_data(web::PayloadConfig::new(max_body))
             .app_data(web::QueryConfig::default())
             // Innermost first; the order, outermost first, is documented in `context`.
@@ -197,7 +245,11 @@ fn serve(state: web::Data<AppState>, settings: &Settings) -> Result<(Server, u16
             .wrap(from_fn(request_context))
             .configure(|config| routes::configure(config, &state.gate, metrics_require_auth))
     })
-    .on_connect(disconnect::on_connect)
+    // A client that closes its side of the connection has left: the server drops its request
+    // at once, waiting for the first byte or streaming, and so the upstream call (with the
+    // exchange finished as abandoned). A client that half-closes and still waits for the answer
+    // is not supported.
+    .h1_allow_half_closed(false)
     // Each streamed chunk leaves at once: with Nagle's algorithm a small write waits for the
     // ACK of the previous one (the response head, for the first chunk).
     .tcp_nodelay(true)
@@ -211,8 +263,7 @@ fn serve(state: web::Data<AppState>, settings: &Settings) -> Result<(Server, u16
 /// The quota engine: counters in Redis, or in process with spend kept in a file.
 fn build_quota(settings: &Settings) -> Result<Arc<Quota>, StartupError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let counters: Arc<dyn Counters> = match (&settings.quota.redis_url, &settings.quota.store_path)
-    {
+    let counters: Arc<dyn Counters> = match (&settings.redis_url, &settings.quota.store_path) {
         (Some(url), _) => Arc::new(
             RedisCounters::new(url.expose(), settings.quota.redis_timeout)
                 .map_err(StartupError::Quota)?,
@@ -232,6 +283,58 @@ fn build_quota(settings: &Settings) -> Result<Arc<Quota>, StartupError> {
         settings.quota.fail_mode,
         lease,
     )))
+}
+
+/// How long the reports wait for Redis: they are read by people, not on the request path.
+const USAGE_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The usage store (Redis, or a file) and its writer; the recorder is its subscriber.
+fn build_reporting(
+    settings: &Settings,
+    open_streams: Arc<AtomicU64>,
+) -> Result<(Arc<Reporting>, Recorder), StartupError> {
+    let usage = &settings.usage;
+    let store: Arc<dyn UsageStore> = match (&settings.redis_url, &usage.store_path) {
+        (Some(url), _) => Arc::new(
+            RedisStore::new(
+                url.expose(),
+                USAGE_REDIS_TIMEOUT,
+                Duration::from_secs(usage.retention_days * 86_400),
+                usage.recent_max,
+            )
+            .map_err(StartupError::Usage)?,
+        ),
+        (None, Some(path)) => {
+            Arc::new(EmbeddedStore::open(path, usage.recent_max).map_err(StartupError::Usage)?)
+        }
+        (None, None) => {
+            Arc::new(EmbeddedStore::in_memory(usage.recent_max).map_err(StartupError::Usage)?)
+        }
+    };
+    let config = WriterConfig {
+        flush_interval: usage.flush_interval,
+        retention_days: usage.retention_days,
+        max_recent: usage.recent_max,
+        queue: 65_536,
+        chat_routes: &routes::CHAT_ROUTES,
+    };
+    let open = move || open_streams.load(std::sync::atomic::Ordering::Relaxed);
+    let (reporting, recorder) = Reporting::start(store, config, Arc::new(open));
+    Ok((Arc::new(reporting), recorder))
+}
+
+/// Drains the metrics' histogram samples every few seconds, while the metrics live.
+fn spawn_upkeep(metrics: std::sync::Weak<Metrics>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let Some(metrics) = metrics.upgrade() else {
+                return;
+            };
+            metrics.upkeep();
+        }
+    });
 }
 
 fn pipeline_config(settings: &Settings) -> PipelineConfig {

@@ -3,7 +3,7 @@
 //! stable shapes of bff's own (not Langfuse's raw payloads).
 
 use crate::error::ApiError;
-use crate::usage::{UsageRow, UsageTotals};
+use crate::reporting::model::{TraceItem, UsageRow, UsageTotals};
 use bff_telemetry::{GENERATION_NAME, Secret};
 use reqwest::StatusCode;
 use serde::Serialize;
@@ -74,47 +74,6 @@ impl DependencyStatus {
     }
 }
 
-/// One trace (a generation observation, or a v1 trace) as the monitoring page shows it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct TraceItem {
-    /// Trace id.
-    pub trace_id: Option<String>,
-    /// Observation id (v2 only).
-    pub observation_id: Option<String>,
-    /// Name.
-    pub name: Option<String>,
-    /// User.
-    pub user_id: Option<String>,
-    /// Session / chat.
-    pub session_id: Option<String>,
-    /// Model.
-    pub model: Option<String>,
-    /// Start (RFC 3339).
-    pub start_time: Option<String>,
-    /// End (RFC 3339).
-    pub end_time: Option<String>,
-    /// Latency in milliseconds.
-    pub latency_ms: Option<f64>,
-    /// Time to first token in milliseconds.
-    pub time_to_first_token_ms: Option<f64>,
-    /// Input tokens.
-    pub input_tokens: Option<u64>,
-    /// Output tokens.
-    pub output_tokens: Option<u64>,
-    /// Total tokens.
-    pub total_tokens: Option<u64>,
-    /// Cost in USD.
-    pub cost_usd: Option<f64>,
-    /// `DEFAULT`, `WARNING`, `ERROR`, …
-    pub level: Option<String>,
-    /// Status message (errors).
-    pub status_message: Option<String>,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// The trace in Langfuse's UI (when Langfuse is configured).
-    pub url: Option<String>,
-}
-
 /// A page of traces.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TracePage {
@@ -135,6 +94,8 @@ pub struct UsageReport {
     pub to: String,
     /// The user the report is limited to, if any.
     pub user_id: Option<String>,
+    /// The group the report is limited to, if any.
+    pub group: Option<String>,
     /// `langfuse-v2`, `langfuse-v1` or `bff` (in-process, since start).
     pub source: &'static str,
     /// Per day and model.
@@ -492,6 +453,7 @@ impl Observability {
             {
                 rows.push(UsageRow {
                     day: date.clone(),
+                    task: None,
                     model: usage
                         .get("model")
                         .and_then(Value::as_str)
@@ -542,7 +504,12 @@ fn v2_usage_rows(body: &Value, from_day: &str) -> Vec<UsageRow> {
     }
     merged
         .into_iter()
-        .map(|((day, model), totals)| UsageRow { day, model, totals })
+        .map(|((day, model), totals)| UsageRow {
+            day,
+            model,
+            task: None,
+            totals,
+        })
         .collect()
 }
 
@@ -612,7 +579,7 @@ fn observation_item(observation: &Value) -> TraceItem {
         level: text(observation, "level"),
         status_message: text(observation, "statusMessage"),
         tags: tags(observation),
-        url: None,
+        ..TraceItem::default()
     }
 }
 

@@ -14,8 +14,9 @@ use std::time::Duration;
 use url::Url;
 
 /// Every variable bff reads (its own and bff-auth's); `.env.example` must document them all.
-pub const ENV_VARIABLES: [&str; 38] = [
+pub const ENV_VARIABLES: [&str; 44] = [
     "BFF_BIND",
+    "BFF_DATA_DIR",
     "LITELLM_URL",
     "LITELLM_API_KEY",
     "LITELLM_CONNECT_TIMEOUT_MS",
@@ -45,10 +46,15 @@ pub const ENV_VARIABLES: [&str; 38] = [
     "TELEMETRY_CAPTURE",
     "TELEMETRY_MAX_CAPTURE_BYTES",
     "TELEMETRY_SHUTDOWN_SECONDS",
+    "REDIS_URL",
     "QUOTA_REDIS_URL",
     "QUOTA_FAIL_MODE",
     "QUOTA_REDIS_TIMEOUT_MS",
     "QUOTA_STORE_PATH",
+    "USAGE_STORE_PATH",
+    "USAGE_RETENTION_DAYS",
+    "USAGE_RECENT_MAX",
+    "USAGE_FLUSH_INTERVAL_MS",
     // Read by `.env` discovery and the auth settings (listed in bff_auth::ENV_VARIABLES too).
     "BFF_ENV_FILE",
     "WEBUI_SECRET_KEY",
@@ -182,15 +188,31 @@ pub struct Settings {
     pub helicone: Option<HeliconeSettings>,
     /// Telemetry pipeline.
     pub telemetry: TelemetrySettings,
+    /// Redis, shared by every replica: quota counters and the usage store. `None`: in process
+    /// and on disk (one replica).
+    pub redis_url: Option<Secret>,
     /// Quota counters.
     pub quota: QuotaSettings,
+    /// The usage store.
+    pub usage: UsageSettings,
+}
+
+/// Where usage is kept and for how long.
+#[derive(Debug, Clone)]
+pub struct UsageSettings {
+    /// The embedded store's file (without Redis); `None` (`off`): memory only.
+    pub store_path: Option<PathBuf>,
+    /// Days of daily rows kept.
+    pub retention_days: u64,
+    /// Requests the recent list keeps.
+    pub recent_max: usize,
+    /// Longest time between two writes to the store: how far behind the reports may be.
+    pub flush_interval: Duration,
 }
 
 /// Where quota counters live and what happens when they cannot be reached.
 #[derive(Debug, Clone)]
 pub struct QuotaSettings {
-    /// Redis URL: counters shared by every replica. `None`: in process.
-    pub redis_url: Option<Secret>,
     /// Refuse (closed) or admit uncounted (open) when the counters cannot be reached.
     pub fail_mode: FailMode,
     /// Longest wait for Redis per call.
@@ -213,6 +235,7 @@ impl Settings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
         let auth = AuthSettings::from_lookup(&lookup)?;
+        let data_dir = PathBuf::from(get("BFF_DATA_DIR").unwrap_or_else(|| "data".into()));
         let log_format = match get("LOG_FORMAT") {
             None => LogFormat::Json,
             Some(value) => LogFormat::parse(&value).ok_or_else(|| SettingsError::Invalid {
@@ -253,8 +276,10 @@ impl Settings {
             log_filter: get("RUST_LOG").unwrap_or_else(|| "info".into()),
             langfuse: LangfuseSettings::read(&get)?,
             helicone: HeliconeSettings::read(&get)?,
-            telemetry: TelemetrySettings::read(&get)?,
-            quota: QuotaSettings::read(&get)?,
+            telemetry: TelemetrySettings::read(&get, &data_dir)?,
+            redis_url: redis_url(&get)?,
+            quota: QuotaSettings::read(&get, &data_dir)?,
+            usage: UsageSettings::read(&get, &data_dir)?,
         })
     }
 
@@ -310,7 +335,7 @@ impl fmt::Display for Settings {
             self.metrics_require_auth,
             self.cors_allowed_origins.join(","),
             self.max_body_bytes,
-            match (&self.quota.redis_url, &self.quota.store_path) {
+            match (&self.redis_url, &self.quota.store_path) {
                 (Some(_), _) => format!("redis(***,{:?})", self.quota.fail_mode),
                 (None, Some(path)) => format!("local({})", path.display()),
                 (None, None) => "local(memory)".to_owned(),
@@ -395,9 +420,45 @@ impl HeliconeSettings {
     }
 }
 
+/// A path variable: its value, `None` for `off`, or `default` inside the data directory.
+fn data_path(get: &impl Get, variable: &str, data_dir: &Path, default: &str) -> Option<PathBuf> {
+    match get(variable) {
+        Some(path) if path.trim() == "off" => None,
+        Some(path) => Some(PathBuf::from(path)),
+        None => Some(data_dir.join(default)),
+    }
+}
+
+/// `REDIS_URL`, or the older `QUOTA_REDIS_URL` (the same setting); both must agree.
+fn redis_url(get: &impl Get) -> Result<Option<Secret>, SettingsError> {
+    match (get("REDIS_URL"), get("QUOTA_REDIS_URL")) {
+        (Some(new), Some(old)) if new.trim() != old.trim() => Err(SettingsError::Invalid {
+            variable: "REDIS_URL",
+            reason: "QUOTA_REDIS_URL is set too, to another address; it means the same, so set one of them".into(),
+        }),
+        (new, old) => Ok(new.or(old).map(Secret::new)),
+    }
+}
+
+impl UsageSettings {
+    fn read(get: &impl Get, data_dir: &Path) -> Result<Self, SettingsError> {
+        Ok(Self {
+            store_path: data_path(get, "USAGE_STORE_PATH", data_dir, "usage.redb"),
+            retention_days: number(get, "USAGE_RETENTION_DAYS", 366, 1..=3660)?,
+            recent_max: usize::try_from(number(get, "USAGE_RECENT_MAX", 1000, 1..=100_000)?)
+                .unwrap_or(1000),
+            flush_interval: Duration::from_millis(number(
+                get,
+                "USAGE_FLUSH_INTERVAL_MS",
+                1000,
+                10..=60_000,
+            )?),
+        })
+    }
+}
+
 impl TelemetrySettings {
-    fn read(get: &impl Get) -> Result<Self, SettingsError> {
-        let spool = get("TELEMETRY_SPOOL_DIR").unwrap_or_else(|| "data/telemetry-spool".into());
+    fn read(get: &impl Get, data_dir: &Path) -> Result<Self, SettingsError> {
         let capture = match get("TELEMETRY_CAPTURE") {
             None => CapturePolicy::Full,
             Some(value) => CapturePolicy::parse(&value).ok_or_else(|| SettingsError::Invalid {
@@ -406,7 +467,7 @@ impl TelemetrySettings {
             })?,
         };
         Ok(Self {
-            spool_dir: (spool != "off").then(|| PathBuf::from(spool)),
+            spool_dir: data_path(get, "TELEMETRY_SPOOL_DIR", data_dir, "telemetry-spool"),
             spool_max_bytes: number(get, "TELEMETRY_SPOOL_MAX_MB", 256, 1..=1 << 20)? << 20,
             batch_size: usize::try_from(number(get, "TELEMETRY_BATCH_SIZE", 50, 1..=10_000)?)
                 .unwrap_or(50),
@@ -430,9 +491,8 @@ impl TelemetrySettings {
 }
 
 impl QuotaSettings {
-    fn read(get: &impl Get) -> Result<Self, SettingsError> {
+    fn read(get: &impl Get, data_dir: &Path) -> Result<Self, SettingsError> {
         Ok(Self {
-            redis_url: get("QUOTA_REDIS_URL").map(Secret::new),
             fail_mode: match get("QUOTA_FAIL_MODE").as_deref().map(str::trim) {
                 None | Some("closed") => FailMode::Closed,
                 Some("open") => FailMode::Open,
@@ -449,11 +509,7 @@ impl QuotaSettings {
                 250,
                 1..=60_000,
             )?),
-            store_path: match get("QUOTA_STORE_PATH") {
-                Some(path) if path.trim() == "off" => None,
-                Some(path) => Some(PathBuf::from(path)),
-                None => Some(PathBuf::from("data/quota.redb")),
-            },
+            store_path: data_path(get, "QUOTA_STORE_PATH", data_dir, "quota.redb"),
         })
     }
 }

@@ -2,8 +2,9 @@
 
 use crate::access::AccessPolicy;
 use crate::metrics::Metrics;
+use crate::models::KnownModels;
 use crate::observability::Observability;
-use crate::usage::{RecentRequests, UsageLedger};
+use crate::reporting::Reporting;
 use bff_auth::Gate;
 use bff_providers::LiteLlm;
 use bff_quota::Quota;
@@ -19,24 +20,22 @@ pub struct AppState {
     pub gate: Gate,
     /// What each caller may do: routes, models, body fields, usage limits.
     pub access: AccessPolicy,
-    /// The telemetry pipeline.
+    /// The models LiteLLM is known to serve.
+    pub models: KnownModels,
+    /// The telemetry pipeline (for its counters; records reach it as finished exchanges).
     pub telemetry: Arc<Pipeline>,
-    /// Prometheus metrics (shared with the quota engine).
+    /// Prometheus metrics (counted from finished exchanges; read here to render).
     pub metrics: Arc<Metrics>,
     /// Usage limits.
     pub quota: Arc<Quota>,
-    /// Usage since start, for `/observability/usage` without Langfuse.
-    pub usage: UsageLedger,
-    /// The latest requests, for `/observability/traces` without Langfuse.
-    pub recent: RecentRequests,
+    /// Usage, people, recent requests and traffic, for the reports.
+    pub reporting: Arc<Reporting>,
     /// Readers of the observability backends.
     pub observability: Observability,
     /// Deadline of one chat request.
     pub request_timeout: Duration,
     /// `langfuse.environment` for telemetry records.
     pub environment: Option<String>,
-    /// Largest request body (for the 413 message).
-    pub max_body_bytes: usize,
     /// Whether `/metrics` needs a permission.
     pub metrics_require_auth: bool,
 }

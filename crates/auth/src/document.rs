@@ -20,24 +20,13 @@
 //! Every problem is a [`PolicyError`] naming the file, the line and the reason: an unknown
 //! permission, an unknown key, a key in a table where the service does not read it.
 
+use crate::error::PolicyError;
 use crate::policy::{Grant, Permission, Policy};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::path::Path;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
-
-/// A policy file that cannot be used, with where and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {reason}")]
-pub struct PolicyError {
-    /// The file (or source name) that was read.
-    pub file: String,
-    /// 1-based line of the problem (0 when the file could not be read at all).
-    pub line: usize,
-    /// What is wrong.
-    pub reason: String,
-}
 
 /// The kinds of table a policy file has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

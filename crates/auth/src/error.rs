@@ -1,7 +1,6 @@
 //! The crate's errors: [`AuthError`] at request time, [`ConfigError`] at start-up.
 
 use crate::directory::DirectoryError;
-use crate::document::PolicyError;
 use crate::jwt::TokenError;
 
 /// Why a request was not let through. Messages never contain a credential.
@@ -117,6 +116,18 @@ impl AuthError {
             _ => None,
         }
     }
+}
+
+/// A policy file that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {reason}")]
+pub struct PolicyError {
+    /// The file (or source name) that was read.
+    pub file: String,
+    /// 1-based line of the problem (0 when the file could not be read at all).
+    pub line: usize,
+    /// What is wrong.
+    pub reason: String,
 }
 
 /// Why the auth layer cannot start. Each message names the variable or file to fix.

@@ -82,8 +82,8 @@ pub use directory::MockUserDirectory;
 pub use directory::{
     DirectoryCredential, DirectoryError, DirectoryUser, OpenWebUiDirectory, UserDirectory,
 };
-pub use document::{PolicyDocument, PolicyError, Section, Table, Vocabulary, read_file};
-pub use error::{AuthError, ConfigError};
+pub use document::{PolicyDocument, Section, Table, Vocabulary, read_file};
+pub use error::{AuthError, ConfigError, PolicyError};
 pub use forwarded::{ForwardedJwtVerifier, ForwardedUser, user_from_plain_headers};
 pub use identity::{AuthMethod, Group, Identity};
 pub use jwt::{MAX_TOKEN_BYTES, TokenError};

@@ -3,7 +3,7 @@
 use crate::api_key::ApiKey;
 use crate::context::{RequestContext, random_fraction};
 use crate::error::{ErrorKind, ProviderError};
-use crate::stream::{ChatStream, StreamSettings};
+use crate::stream::{ChatStream, MAX_CAPTURED_OUTPUT_BYTES, StreamSettings};
 use crate::wire::{ChatRequest, ChatResponse, ModelList, StreamOptions};
 use crate::{ChatCompletion, LiteLlm, ProxyReadiness, ResponseMeta};
 use async_trait::async_trait;
@@ -54,6 +54,9 @@ pub struct LiteLlmConfig {
     pub max_event_bytes: usize,
     /// Largest non-streaming response body. Default 64 MiB.
     pub max_body_bytes: usize,
+    /// Most of a stream's output text kept for telemetry (past it, cut and marked). Default
+    /// [`MAX_CAPTURED_OUTPUT_BYTES`]; a service with its own capture limit passes that.
+    pub max_captured_output_bytes: usize,
 }
 
 impl LiteLlmConfig {
@@ -74,6 +77,7 @@ impl LiteLlmConfig {
             retry_statuses: vec![429, 502, 503, 504],
             max_event_bytes: 16 << 20,
             max_body_bytes: 64 << 20,
+            max_captured_output_bytes: MAX_CAPTURED_OUTPUT_BYTES,
         }
     }
 }
@@ -546,6 +550,7 @@ impl LiteLlm for LiteLlmClient {
                 idle_timeout: self.config.stream_idle_timeout,
                 deadline: context.deadline,
                 max_event_bytes: self.config.max_event_bytes,
+                max_captured_output_bytes: self.config.max_captured_output_bytes,
             },
         ))
     }

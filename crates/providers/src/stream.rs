@@ -13,7 +13,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
-/// Most output text kept for telemetry; the stream itself is never cut.
+/// Most output text a stream keeps for telemetry by default
+/// ([`StreamSettings::max_captured_output_bytes`]); the stream itself is never cut.
 pub const MAX_CAPTURED_OUTPUT_BYTES: usize = 1024 * 1024;
 
 /// The bytes of the final `[DONE]` event.
@@ -33,7 +34,8 @@ pub struct StreamEvent {
 pub struct StreamSummary {
     /// When the first content or tool-call delta arrived.
     pub first_output_at: Option<Instant>,
-    /// The concatenated content deltas of choice 0 (capped at [`MAX_CAPTURED_OUTPUT_BYTES`]).
+    /// The concatenated content deltas of choice 0 (capped at
+    /// [`StreamSettings::max_captured_output_bytes`]).
     pub output_text: String,
     /// Whether `output_text` was capped.
     pub output_truncated: bool,
@@ -60,6 +62,9 @@ pub struct StreamSettings {
     pub deadline: Option<Instant>,
     /// Largest single event accepted.
     pub max_event_bytes: usize,
+    /// Most output text kept in [`StreamSummary::output_text`]; past it the text is cut and
+    /// [`StreamSummary::output_truncated`] set.
+    pub max_captured_output_bytes: usize,
 }
 
 type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
@@ -195,7 +200,10 @@ impl ChatStream {
                 summary.first_output_at = Some(Instant::now());
             }
             if let Some(text) = choice.content() {
-                let room = MAX_CAPTURED_OUTPUT_BYTES.saturating_sub(summary.output_text.len());
+                let room = self
+                    .settings
+                    .max_captured_output_bytes
+                    .saturating_sub(summary.output_text.len());
                 if text.len() <= room {
                     summary.output_text.push_str(text);
                 } else {
@@ -308,6 +316,7 @@ mod tests {
             idle_timeout: Duration::from_secs(5),
             deadline: None,
             max_event_bytes: 1 << 20,
+            max_captured_output_bytes: MAX_CAPTURED_OUTPUT_BYTES,
         }
     }
 

@@ -664,6 +664,7 @@ async fn run_split(body: &[u8], at: usize) -> (Vec<u8>, Option<ErrorKind>, Strin
             idle_timeout: Duration::from_secs(5),
             deadline: None,
             max_event_bytes: 1 << 20,
+            max_captured_output_bytes: 1 << 20,
         },
     );
     let (out, error) = drain(&mut stream).await;

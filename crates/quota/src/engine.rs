@@ -635,8 +635,20 @@ struct Pending {
     lease: String,
 }
 
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("admitted", &self.admitted)
+            .field("counted", &self.counted)
+            .field("kind", &self.kind)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An admitted request's hold on its quota: settle it with what it used; dropped unsettled,
 /// it frees its concurrency slot and counts the request with no tokens.
+#[derive(Debug)]
 pub struct Ticket {
     headers: RateHeaders,
     pending: Option<Pending>,

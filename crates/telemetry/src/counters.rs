@@ -39,6 +39,21 @@ pub struct SinkStats {
     pub last_error: Option<String>,
 }
 
+impl SinkStats {
+    /// Every count with its state's name (`queued`, `exported`, …), for metrics.
+    pub fn by_state(&self) -> [(&'static str, u64); 7] {
+        [
+            ("queued", self.queued),
+            ("exported", self.exported),
+            ("retried", self.retried),
+            ("spooled", self.spooled),
+            ("replayed", self.replayed),
+            ("rejected", self.rejected),
+            ("dropped", self.dropped),
+        ]
+    }
+}
+
 #[derive(Clone, Copy)]
 pub(crate) enum Counter {
     Queued,

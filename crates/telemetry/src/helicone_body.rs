@@ -169,26 +169,23 @@ pub(crate) fn body(record: &LlmRecord, request_id: String) -> LogBody<'_> {
         .as_deref()
         .unwrap_or(&record.model_requested);
     let (status, json, text_body) = match record.outcome {
-        Outcome::Error | Outcome::Cancelled => {
+        Outcome::Error | Outcome::Abandoned => {
             let error = record.error.as_ref();
-            let fallback = if record.outcome == Outcome::Cancelled {
-                499
-            } else {
-                500
-            };
             let json = ResponseJson::Error {
                 error: ErrorJson {
-                    message: error.map_or("cancelled: the client disconnected", |error| {
+                    message: error.map_or("abandoned: the client disconnected", |error| {
                         error.message.as_str()
                     }),
-                    kind: error.map_or("cancelled", |error| error.kind.as_str()),
+                    kind: error.map_or("abandoned", |error| error.kind.as_str()),
                 },
             };
-            (
-                error.and_then(|error| error.status).unwrap_or(fallback),
-                json,
-                None,
-            )
+            // A client that left gets nginx's 499, whatever head it had already received.
+            let status = if record.outcome == Outcome::Abandoned {
+                499
+            } else {
+                error.and_then(|error| error.status).unwrap_or(500)
+            };
+            (status, json, None)
         }
         Outcome::Ok if record.stream => (
             200,

@@ -328,11 +328,11 @@ impl LangfuseSink {
                 });
                 generation.push(text("langfuse.observation.status_message", &message));
             }
-            Outcome::Cancelled => {
+            Outcome::Abandoned => {
                 generation.push(text("langfuse.observation.level", "WARNING"));
                 generation.push(text(
                     "langfuse.observation.status_message",
-                    "cancelled: the client disconnected",
+                    "abandoned: the client disconnected",
                 ));
             }
             Outcome::Ok => generation.push(text("langfuse.observation.level", "DEFAULT")),
@@ -452,7 +452,7 @@ fn outcome_name(outcome: Outcome) -> &'static str {
     match outcome {
         Outcome::Ok => "ok",
         Outcome::Error => "error",
-        Outcome::Cancelled => "cancelled",
+        Outcome::Abandoned => "abandoned",
     }
 }
 

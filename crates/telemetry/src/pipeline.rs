@@ -277,8 +277,20 @@ impl Pipeline {
     /// as dropped and logged.
     pub fn record(&self, mut record: LlmRecord) {
         record.apply(self.capture, self.max_capture_bytes);
+        self.offer(Arc::new(record));
+    }
+
+    /// Like [`Self::record`], for a record shared with other readers: it is copied only if it
+    /// keeps more of the prompt or answer than the capture settings allow.
+    pub fn record_shared(&self, mut record: Arc<LlmRecord>) {
+        if !record.within_capture(self.capture, self.max_capture_bytes) {
+            Arc::make_mut(&mut record).apply(self.capture, self.max_capture_bytes);
+        }
+        self.offer(record);
+    }
+
+    fn offer(&self, record: Arc<LlmRecord>) {
         let bytes = record.approx_bytes();
-        let record = Arc::new(record);
         for sink in &self.sinks {
             sink.offer(&record, bytes);
         }

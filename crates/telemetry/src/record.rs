@@ -36,8 +36,9 @@ pub enum Outcome {
     Ok,
     /// Failed; see [`LlmRecord::error`].
     Error,
-    /// The client went away before the end (streams).
-    Cancelled,
+    /// The client went away before the end, waiting for the first byte or during a stream.
+    #[serde(alias = "cancelled")]
+    Abandoned,
 }
 
 /// A failure, as telemetry shows it.
@@ -135,7 +136,7 @@ pub struct LlmRecord {
     pub ended_at: UnixNanos,
     /// How it ended.
     pub outcome: Outcome,
-    /// What went wrong, for `Error` (and optionally `Cancelled`).
+    /// What went wrong, for `Error` (and optionally `Abandoned`).
     pub error: Option<RecordError>,
     /// Token usage.
     pub usage: Option<TokenUsage>,
@@ -143,6 +144,10 @@ pub struct LlmRecord {
     pub cost_usd: Option<f64>,
     /// The gateway's call id (`x-litellm-call-id`).
     pub upstream_call_id: Option<String>,
+    /// The HTTP status the gateway answered with, when it answered (the caller's own status is
+    /// in [`RecordError::status`]: bff may answer differently, say 404 for LiteLLM's 400).
+    #[serde(default)]
+    pub upstream_status: Option<u16>,
     /// HTTP attempts made upstream.
     pub attempts: u32,
     /// Free-form tags.
@@ -189,12 +194,29 @@ impl LlmRecord {
             usage: None,
             cost_usd: None,
             upstream_call_id: None,
+            upstream_status: None,
             attempts: 1,
             tags: Vec::new(),
             input: None,
             output: None,
             finish_reason: None,
             capture_truncated: false,
+        }
+    }
+
+    /// Whether the record already keeps no more than `policy` and `max_bytes` allow.
+    pub fn within_capture(&self, policy: CapturePolicy, max_bytes: usize) -> bool {
+        match policy {
+            CapturePolicy::MetadataOnly => self.input.is_none() && self.output.is_none(),
+            CapturePolicy::Full => {
+                self.output
+                    .as_ref()
+                    .is_none_or(|output| output.len() <= max_bytes)
+                    && self
+                        .input
+                        .as_ref()
+                        .is_none_or(|input| text_bytes(input) <= max_bytes)
+            }
         }
     }
 

@@ -1,26 +1,28 @@
 //! `POST /chat/completions`, `POST /v1/chat/completions` (honour `stream`) and
 //! `POST /chat/stream` (always streams).
+//!
+//! A chat tells its exchange ([`crate::exchange`]) what happened — the caller, the record of the
+//! model call, the quota ticket — and never counts anything itself: the exchange's subscribers
+//! do, once it ends.
 
-use crate::context::{RequestInfo, UpstreamWait};
-use crate::disconnect::{Client, ClientWatch};
+use crate::context::RequestInfo;
 use crate::error::{ApiError, render};
+use crate::exchange::{ChatDraft, Ending, ExchangeHandle, Failure, OpenStream, QuotaCheck};
 use crate::state::AppState;
-use crate::traffic::OpenStream;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use bff_auth::Identity;
 use bff_providers::{
     ChatRequest, ChatStream, ProviderError, RequestContext, StreamSummary, Usage, reachable_models,
     validate_chat_body,
 };
-use bff_quota::{Kind, Spend, Ticket};
-use bff_telemetry::{LlmRecord, Outcome, RecordError, TokenUsage, UnixNanos};
+use bff_quota::{Kind, QuotaError, Ticket};
+use bff_telemetry::{LlmRecord, TokenUsage, UnixNanos};
 use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::{Map, Value};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 use tokio::time::Instant;
 
 /// LiteLLM's call id, passed back to the caller (it equals bff's request id, which LiteLLM
@@ -47,6 +49,15 @@ pub async fn stream(
     serve(request, body, identity, state, true).await
 }
 
+/// The request's exchange (the request-context middleware starts one for every request).
+fn exchange_of(request: &HttpRequest) -> Result<ExchangeHandle, ApiError> {
+    request
+        .extensions()
+        .get::<ExchangeHandle>()
+        .cloned()
+        .ok_or(ApiError::NotConfigured("the request context is not wired"))
+}
+
 /// Both chat routes: admission, quota, then the call; `always_stream` streams whatever the
 /// body says.
 async fn serve(
@@ -56,25 +67,52 @@ async fn serve(
     state: web::Data<AppState>,
     always_stream: bool,
 ) -> Result<HttpResponse, ApiError> {
+    let exchange = exchange_of(&request)?;
+    exchange.set_route(request.match_pattern().as_deref());
+    exchange.update(|draft| draft.caller = Some(identity.clone()));
     let chat = admit(&request, &body, &identity, &state)?;
     let stream = always_stream || chat.stream == Some(true);
     let info = RequestInfo::of(&request);
-    let ticket = take_quota(&info, &identity, &state, &chat.model).await?;
-    handle(
-        request,
-        info,
-        identity,
-        state.into_inner(),
-        chat,
-        stream,
-        ticket,
-    )
-    .await
+    let record = new_record(&request, &info, &identity, &state, (&chat, stream));
+    exchange.update(|draft| {
+        draft.chat = Some(ChatDraft {
+            record,
+            called: false,
+            model_known: state.models.knows(&chat.model),
+            first_token: None,
+            upstream_error: None,
+            quota: None,
+        });
+    });
+    let ticket = take_quota(&exchange, &info, &identity, &state, &chat.model).await?;
+    let context = RequestContext {
+        request_id: info.request_id.clone(),
+        trace_id: info.trace_id.clone(),
+        user_id: Some(identity.user_id.clone()),
+        session_id: identity.chat_id.clone(),
+        tags: exchange
+            .chat(|chat| chat.record.tags.clone())
+            .unwrap_or_default(),
+        deadline: info.deadline(state.request_timeout),
+    };
+    let headers = ticket.headers().pairs();
+    exchange.update(|draft| draft.ticket = Some(ticket));
+    exchange.chat(|chat| chat.called = true);
+    let mut response = HttpResponse::Ok();
+    for header in headers {
+        response.insert_header(header);
+    }
+    let state = state.into_inner();
+    if stream {
+        start_stream(&exchange, &state, &context, chat, response).await
+    } else {
+        complete(&exchange, &state, &context, chat, response).await
+    }
 }
 
 /// Everything decided before LiteLLM is called: the body is JSON, every OpenAI parameter has
-/// its documented type, and the policy allows every model the request can reach and every
-/// field that is not an OpenAI parameter.
+/// its documented type (a model name past 256 bytes first), and the policy allows every model
+/// the request can reach and every field that is not an OpenAI parameter.
 fn admit(
     request: &HttpRequest,
     body: &[u8],
@@ -103,10 +141,44 @@ fn admit(
     })
 }
 
+/// The telemetry record of a chat that passed admission.
+fn new_record(
+    request: &HttpRequest,
+    info: &RequestInfo,
+    identity: &Identity,
+    state: &AppState,
+    (chat, stream): (&ChatRequest, bool),
+) -> LlmRecord {
+    let route = request
+        .match_pattern()
+        .unwrap_or_else(|| request.path().to_owned());
+    let mut record = LlmRecord::new(
+        info.trace_id.as_str(),
+        &info.request_id,
+        &route,
+        &chat.model,
+    );
+    record.client_request_id.clone_from(&info.client_request_id);
+    record.parent_span_id.clone_from(&info.parent_span_id);
+    record.user_id = Some(identity.user_id.clone());
+    record.role = identity.role.clone();
+    record.session_id = identity.chat_id.clone();
+    record.environment = state.environment.clone();
+    record.stream = stream;
+    record.started_at = UnixNanos::from(info.started_at);
+    record.tags = vec!["bff".into(), format!("route:{route}")];
+    if let Some(kind) = &identity.openwebui_auth_type {
+        record.tags.push(format!("openwebui_auth:{kind}"));
+    }
+    record.input = serde_json::to_value(&chat.messages).ok();
+    record
+}
+
 /// The caller's usage limits for `model`, checked and counted: a ticket to settle when the
 /// request ends, or a 429 (503 when the counters cannot be reached and the fail mode is
 /// closed). Never reaches LiteLLM when refused.
 async fn take_quota(
+    exchange: &ExchangeHandle,
     info: &RequestInfo,
     identity: &Identity,
     state: &AppState,
@@ -118,8 +190,11 @@ async fn take_quota(
         .quota
         .admit(scopes, Kind::Chat, &info.request_id)
         .await;
-    let refused = result.as_ref().err().map(bff_quota::QuotaError::kind);
-    state.metrics.quota_admission(started.elapsed(), refused);
+    let check = QuotaCheck {
+        took: started.elapsed(),
+        refused: result.as_ref().err().map(QuotaError::kind),
+    };
+    exchange.chat(|chat| chat.quota = Some(check));
     Ok(result?)
 }
 
@@ -144,90 +219,52 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-async fn handle(
-    request: HttpRequest,
-    info: RequestInfo,
-    identity: Identity,
-    state: Arc<AppState>,
-    chat: ChatRequest,
-    stream: bool,
-    ticket: Ticket,
-) -> Result<HttpResponse, ApiError> {
-    let route = request
-        .match_pattern()
-        .unwrap_or_else(|| request.path().to_owned());
-    let context = RequestContext {
-        request_id: info.request_id.clone(),
-        trace_id: info.trace_id.clone(),
-        user_id: Some(identity.user_id.clone()),
-        session_id: identity.chat_id.clone(),
-        tags: vec!["bff".into(), format!("route:{route}")],
-        deadline: info.deadline(state.request_timeout),
-    };
-    let mut record = LlmRecord::new(
-        info.trace_id.as_str(),
-        &info.request_id,
-        &route,
-        &chat.model,
-    );
-    record.client_request_id.clone_from(&info.client_request_id);
-    record.parent_span_id.clone_from(&info.parent_span_id);
-    record.user_id = Some(identity.user_id.clone());
-    record.role = identity.role.clone();
-    record.session_id = identity.chat_id.clone();
-    record.environment = state.environment.clone();
-    record.stream = stream;
-    record.started_at = UnixNanos::from(info.started_at);
-    record.tags = context.tags.clone();
-    if let Some(kind) = &identity.openwebui_auth_type {
-        record.tags.push(format!("openwebui_auth:{kind}"));
-    }
-    record.input = serde_json::to_value(&chat.messages).ok();
-    if stream {
-        start_stream(&request, &info, state, &context, chat, (record, ticket)).await
-    } else {
-        complete(&request, &state, &context, chat, (record, ticket)).await
-    }
+/// Notes a failed call in the exchange and turns it into the API error.
+fn failed(exchange: &ExchangeHandle, state: &AppState, error: ProviderError) -> ApiError {
+    let known = !matches!(error.kind, bff_providers::ErrorKind::UnknownModel { .. });
+    exchange.chat(|chat| {
+        chat.record.attempts = error.attempts;
+        chat.record.upstream_call_id.clone_from(&error.call_id);
+        chat.record.upstream_status = error.kind.upstream_status();
+        chat.upstream_error = Some(error.kind.label());
+        chat.model_known &= known && state.models.knows(&chat.record.model_requested);
+    });
+    ApiError::Provider(error)
 }
 
 /// A non-streaming call: LiteLLM's body is passed on byte for byte.
 async fn complete(
-    request: &HttpRequest,
+    exchange: &ExchangeHandle,
     state: &AppState,
     context: &RequestContext,
     chat: ChatRequest,
-    (mut record, ticket): (LlmRecord, Ticket),
+    mut response: HttpResponseBuilder,
 ) -> Result<HttpResponse, ApiError> {
     let waiting = Instant::now();
     let result = state.litellm.chat(context, chat).await;
-    request
-        .extensions_mut()
-        .insert(UpstreamWait(waiting.elapsed()));
-    let completion = match result {
-        Ok(completion) => completion,
-        Err(error) => return Err(failed(state, (record, ticket), error)),
-    };
-    let usage = completion.response.usage.as_ref();
-    record.model_served = completion
-        .response
-        .model
-        .clone()
-        .or_else(|| completion.meta.model_group.clone());
-    record.usage = usage.map(token_usage);
-    record.cost_usd = completion
-        .meta
-        .cost_usd
-        .or_else(|| usage.and_then(|u| u.cost));
-    record.upstream_call_id = completion.meta.call_id.clone();
-    record.attempts = completion.meta.attempts;
-    record.output = completion.response.output_text();
-    record.finish_reason = completion.response.finish_reason().map(str::to_owned);
-    record.ended_at = UnixNanos::now();
-    let mut response = HttpResponse::Ok();
-    for header in ticket.headers().pairs() {
-        response.insert_header(header);
-    }
-    finish(state, record, ticket);
+    exchange.update(|draft| draft.upstream_wait = waiting.elapsed());
+    let completion = result.map_err(|error| failed(exchange, state, error))?;
+    exchange.chat(|chat| {
+        let record = &mut chat.record;
+        let usage = completion.response.usage.as_ref();
+        state.models.learn(&record.model_requested);
+        chat.model_known = true;
+        record.model_served = completion
+            .response
+            .model
+            .clone()
+            .or_else(|| completion.meta.model_group.clone());
+        record.usage = usage.map(token_usage);
+        record.cost_usd = completion
+            .meta
+            .cost_usd
+            .or_else(|| usage.and_then(|u| u.cost));
+        record.upstream_call_id = completion.meta.call_id.clone();
+        record.upstream_status = Some(completion.meta.status);
+        record.attempts = completion.meta.attempts;
+        record.output = completion.response.output_text();
+        record.finish_reason = completion.response.finish_reason().map(str::to_owned);
+    });
     if let Some(call_id) = &completion.meta.call_id {
         response.insert_header((LITELLM_CALL_ID, call_id.as_str()));
     }
@@ -236,92 +273,38 @@ async fn complete(
         .body(completion.raw))
 }
 
-/// A streaming call: returns once LiteLLM's stream has started; the [`Relay`] records the rest.
+/// A streaming call: returns once LiteLLM's stream has started; the [`Relay`] ends the exchange.
 async fn start_stream(
-    request: &HttpRequest,
-    info: &RequestInfo,
-    state: Arc<AppState>,
+    exchange: &ExchangeHandle,
+    state: &Arc<AppState>,
     context: &RequestContext,
     chat: ChatRequest,
-    (mut record, ticket): (LlmRecord, Ticket),
+    mut response: HttpResponseBuilder,
 ) -> Result<HttpResponse, ApiError> {
     let waiting = Instant::now();
     let result = state.litellm.chat_stream(context, chat).await;
-    request
-        .extensions_mut()
-        .insert(UpstreamWait(waiting.elapsed()));
-    let upstream = match result {
-        Ok(upstream) => upstream,
-        Err(error) => return Err(failed(&state, (record, ticket), error)),
-    };
-    record.upstream_call_id = upstream.meta().call_id.clone();
-    record.attempts = upstream.meta().attempts;
-    let mut response = HttpResponse::Ok();
+    exchange.update(|draft| draft.upstream_wait = waiting.elapsed());
+    let upstream = result.map_err(|error| failed(exchange, state, error))?;
+    exchange.chat(|chat| {
+        state.models.learn(&chat.record.model_requested);
+        chat.model_known = true;
+        chat.record.upstream_call_id = upstream.meta().call_id.clone();
+        chat.record.upstream_status = Some(upstream.meta().status);
+        chat.record.attempts = upstream.meta().attempts;
+    });
     if let Some(call_id) = &upstream.meta().call_id {
         response.insert_header((LITELLM_CALL_ID, call_id.as_str()));
     }
-    for header in ticket.headers().pairs() {
-        response.insert_header(header);
-    }
     let relay = Relay {
         upstream: Some(upstream),
-        client: ClientWatch::of(request),
-        pending: Some(Pending {
-            _open: state.metrics.traffic.stream_opened(),
-            state,
-            record,
-            ticket,
-            started: info.started,
-            started_at: info.started_at,
-        }),
-        request_id: info.request_id.clone(),
+        _open: exchange.streams(),
+        exchange: exchange.clone(),
+        request_id: context.request_id.clone(),
     };
     Ok(response
         .content_type("text/event-stream")
         .insert_header(("x-accel-buffering", "no"))
         .streaming(relay))
-}
-
-/// Records a failed call and turns it into the API error.
-fn failed(
-    state: &AppState,
-    (mut record, ticket): (LlmRecord, Ticket),
-    error: ProviderError,
-) -> ApiError {
-    state.metrics.upstream_error(error.kind.label());
-    record.attempts = error.attempts;
-    record.upstream_call_id = error.call_id.clone();
-    let api_error = ApiError::Provider(error);
-    record.outcome = Outcome::Error;
-    record.error = Some(record_error(&api_error));
-    record.ended_at = UnixNanos::now();
-    finish(state, record, ticket);
-    api_error
-}
-
-fn record_error(error: &ApiError) -> RecordError {
-    use actix_web::ResponseError as _;
-    RecordError {
-        kind: error.parts().code.to_owned(),
-        message: error.to_string(),
-        status: Some(error.status_code().as_u16()),
-    }
-}
-
-/// Hands a finished record to the quota, telemetry, the usage ledger and the recent requests
-/// (all non-blocking).
-fn finish(state: &AppState, record: LlmRecord, ticket: Ticket) {
-    ticket.settle(Spend {
-        tokens: record.usage.as_ref().map_or(0, |usage| {
-            usage
-                .total
-                .unwrap_or_else(|| usage.input.unwrap_or(0) + usage.output.unwrap_or(0))
-        }),
-        cost_usd: record.cost_usd.unwrap_or(0.0),
-    });
-    state.usage.add(&record);
-    state.recent.add(&record);
-    state.telemetry.record(record);
 }
 
 /// Token counts, with the `*_details` objects flattened.
@@ -341,85 +324,37 @@ fn token_usage(usage: &Usage) -> TokenUsage {
     }
 }
 
-/// What a stream still has to record when it ends, however it ends.
-struct Pending {
-    /// Counts the stream as open (monitoring's "active streams") until it is recorded.
-    _open: OpenStream,
-    state: Arc<AppState>,
-    record: LlmRecord,
-    ticket: Ticket,
-    started: Instant,
-    started_at: SystemTime,
-}
-
-impl Pending {
-    fn complete(mut self, outcome: Outcome, error: Option<RecordError>, summary: &StreamSummary) {
-        log_stream_end(&self.record, outcome, error.as_ref());
-        let record = &mut self.record;
-        record.outcome = outcome;
-        record.error = error;
+/// Copies what a stream said into the exchange's record.
+fn note_summary(exchange: &ExchangeHandle, summary: &StreamSummary) {
+    exchange.chat(|chat| {
+        let record = &mut chat.record;
         record.model_served.clone_from(&summary.model);
         record.usage = summary.usage.as_ref().map(token_usage);
         record.cost_usd = summary.usage.as_ref().and_then(|usage| usage.cost);
         record.output = Some(summary.output_text.clone());
+        record.capture_truncated |= summary.output_truncated;
         record.finish_reason.clone_from(&summary.finish_reason);
-        if let Some(first) = summary.first_output_at {
-            let after = first.saturating_duration_since(self.started);
-            record.first_token_at = Some(UnixNanos::from(self.started_at + after));
-            self.state
-                .metrics
-                .time_to_first_token(&record.model_requested, after);
-        }
-        record.ended_at = UnixNanos::now();
-        finish(&self.state, self.record, self.ticket);
-    }
-}
-
-/// The line that says how a stream ended (its request's line only said it started): INFO
-/// when it completed, WARN when it failed or the client left.
-fn log_stream_end(record: &LlmRecord, outcome: Outcome, error: Option<&RecordError>) {
-    let outcome_name = match outcome {
-        Outcome::Ok => "ok",
-        Outcome::Error => "error",
-        Outcome::Cancelled => "cancelled",
-    };
-    let code = error.map(|error| error.kind.as_str());
-    let user_id = record.user_id.as_deref();
-    match outcome {
-        Outcome::Ok => {
-            tracing::info!(request_id = %record.request_id, user_id, outcome = outcome_name, "stream finished")
-        }
-        _ => {
-            tracing::warn!(request_id = %record.request_id, user_id, outcome = outcome_name, error_code = code, "stream did not finish")
-        }
-    }
+        chat.first_token = summary.first_output_at;
+    });
 }
 
 /// The response body of a streaming chat: LiteLLM's events, byte for byte, as they arrive.
 /// On an upstream failure after the first byte it sends one final OpenAI-shaped
-/// `data: {"error":…}` event and ends. Telemetry is recorded when the stream ends, fails, or
-/// the client goes away: noticed by [`ClientWatch`] even while LiteLLM is silent, or when the
-/// body is dropped. Either way the upstream request is dropped, and so closed, at once.
+/// `data: {"error":…}` event and ends. The exchange ends when the stream ends, fails, or is
+/// dropped because the client went away; dropping it drops the upstream request, which closes it.
 struct Relay {
     upstream: Option<ChatStream>,
-    client: Option<ClientWatch>,
-    pending: Option<Pending>,
+    /// Counts the stream as open (monitoring's "active streams") until the body is dropped.
+    _open: OpenStream,
+    exchange: ExchangeHandle,
     request_id: String,
 }
 
 impl Relay {
-    /// Records the stream as cancelled and closes the upstream request.
-    fn cancel(&mut self) {
-        if let (Some(pending), Some(upstream)) = (self.pending.take(), self.upstream.take()) {
-            pending.complete(
-                Outcome::Cancelled,
-                Some(RecordError {
-                    kind: "cancelled".into(),
-                    message: "the client disconnected before the stream ended".into(),
-                    status: None,
-                }),
-                upstream.summary(),
-            );
+    fn end(&mut self, ending: Ending, failure: Option<Failure>) {
+        if let Some(upstream) = self.upstream.take() {
+            note_summary(&self.exchange, upstream.summary());
+            self.exchange.finish(ending, failure);
         }
     }
 }
@@ -429,43 +364,30 @@ impl Stream for Relay {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.pending.is_none() {
-            return Poll::Ready(None);
-        }
-        match this.client.as_ref().map(|client| client.poll(cx)) {
-            Some(Poll::Ready(Client::Gone)) => {
-                this.cancel();
-                return Poll::Ready(None);
-            }
-            Some(Poll::Ready(Client::Unknown)) => this.client = None,
-            Some(Poll::Pending) | None => {}
-        }
         let Some(upstream) = this.upstream.as_mut() else {
             return Poll::Ready(None);
         };
         match Pin::new(&mut *upstream).poll_next(cx) {
             Poll::Ready(Some(Ok(event))) => Poll::Ready(Some(Ok(event.bytes))),
             Poll::Ready(Some(Err(error))) => {
-                let kind = error.kind.label();
+                let label = error.kind.label();
                 let api_error = ApiError::Provider(error);
-                if let Some(pending) = this.pending.take() {
-                    pending.state.metrics.upstream_error(kind);
-                    pending.complete(
-                        Outcome::Error,
-                        Some(record_error(&api_error)),
-                        upstream.summary(),
-                    );
-                }
                 if api_error.is_server_side() {
                     tracing::warn!(request_id = %this.request_id, error = %api_error, "stream failed upstream");
                 }
-                let body = render(&api_error.parts(), &this.request_id);
+                let parts = api_error.parts();
+                let body = render(&parts, &this.request_id);
+                this.exchange.chat(|chat| chat.upstream_error = Some(label));
+                let failure = Failure {
+                    code: parts.code,
+                    message: parts.message.into_owned(),
+                    auth: false,
+                };
+                this.end(Ending::Failed, Some(failure));
                 Poll::Ready(Some(Ok(Bytes::from(format!("data: {body}\n\n")))))
             }
             Poll::Ready(None) => {
-                if let Some(pending) = this.pending.take() {
-                    pending.complete(Outcome::Ok, None, upstream.summary());
-                }
+                this.end(Ending::Answered, None);
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
@@ -475,6 +397,6 @@ impl Stream for Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        self.cancel();
+        self.end(Ending::Abandoned, None);
     }
 }

@@ -7,7 +7,7 @@ pub mod ops;
 pub mod quota;
 
 /// Every route bff serves, as `(method, path)`; the deploy kit's routes must point at these.
-pub const ROUTES: [(&str, &str); 17] = [
+pub const ROUTES: [(&str, &str); 18] = [
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/monitoring"),
@@ -23,11 +23,12 @@ pub const ROUTES: [(&str, &str); 17] = [
     ("GET", "/observability/traces"),
     ("GET", "/observability/usage"),
     ("GET", "/observability/usage/users"),
+    ("GET", "/observability/usage/groups"),
     ("GET", "/observability/quota"),
     ("GET", "/observability/traffic"),
 ];
 
-/// The routes that call LiteLLM for a chat: what the monitoring page's traffic panel counts.
+/// The routes that call LiteLLM for a chat: what the usage store and the traffic panel count.
 pub const CHAT_ROUTES: [&str; 3] = ["/chat/completions", "/chat/stream", "/v1/chat/completions"];
 
 use crate::access::{CHAT, METRICS, MODELS, OBSERVABILITY_ALL, OBSERVABILITY_OWN};
@@ -80,6 +81,11 @@ pub fn configure(config: &mut web::ServiceConfig, gate: &Gate, metrics_require_a
                     web::resource("/usage/users") // everyone's spend ranked: admins only
                         .wrap(gate.require(OBSERVABILITY_ALL))
                         .route(web::get().to(observability::top_users)),
+                )
+                .service(
+                    web::resource("/usage/groups") // every group's spend: admins only
+                        .wrap(gate.require(OBSERVABILITY_ALL))
+                        .route(web::get().to(observability::groups)),
                 )
                 .route("/quota", web::get().to(quota::quota))
                 .route("/traffic", web::get().to(observability::traffic)),

@@ -1,15 +1,20 @@
-//! `GET /observability/me`, `/health`, `/traces`, `/usage`, `/usage/users` and `/traffic`.
+//! `GET /observability/me`, `/health`, `/traces`, `/usage`, `/usage/users`, `/usage/groups` and
+//! `/traffic`.
 //!
 //! Scoping: a caller with `observability:all` may pass `user_id` (or none, for everyone);
-//! anyone else only ever sees their own user id, whatever they ask for. `/usage/users` (everyone's
-//! spend) is for `observability:all` only; `/traffic` is bff-wide counts with no user in them.
+//! anyone else only ever sees their own user id, whatever they ask for. A `group` is visible to
+//! `observability:all` and to the group's own members. `/usage/users` and `/usage/groups`
+//! (everyone's spend) are for `observability:all` only; `/traffic` is fleet-wide counts with no
+//! user in them.
 
 use crate::access::OBSERVABILITY_ALL;
 use crate::error::ApiError;
 use crate::observability::{DependencyStatus, MAX_PAGE, TraceFilter, TracePage, UsageReport};
-use crate::routes::ops::{litellm_status, redis_status};
+use crate::reporting::model::{Subject, UsageTotals};
+use crate::reporting::store::StoreError;
+use crate::reporting::writer::day_of;
+use crate::routes::ops::{litellm_status, redis_status, usage_store_status};
 use crate::state::AppState;
-use crate::usage::{UsageTotals, day_of};
 use actix_web::{HttpResponse, web};
 use bff_auth::Identity;
 use bff_telemetry::UnixNanos;
@@ -51,6 +56,8 @@ pub struct TopUsersQuery {
 pub struct UsageQuery {
     /// Whose usage (admins only; others always get their own).
     user_id: Option<String>,
+    /// A group's usage: every member's requests (admins, and the group's members).
+    group: Option<String>,
     /// First day, `YYYY-MM-DD` (default: six days before `to`).
     from: Option<String>,
     /// Last day, `YYYY-MM-DD` (default: today, UTC).
@@ -81,9 +88,17 @@ pub async fn me(identity: Identity, state: web::Data<AppState>) -> HttpResponse 
         .iter()
         .map(ToString::to_string)
         .collect();
+    let groups: Vec<&str> = identity
+        .groups
+        .iter()
+        .map(|group| group.name.as_str())
+        .collect();
     HttpResponse::Ok().json(json!({
         "user_id": identity.user_id,
+        "name": identity.name,
+        "email": identity.email,
         "role": identity.role,
+        "groups": groups,
         "auth": identity.via.as_str(),
         "permissions": permissions,
     }))
@@ -93,16 +108,18 @@ pub async fn me(identity: Identity, state: web::Data<AppState>) -> HttpResponse 
 /// dependency or sink said when it failed (`detail`, `last_error`) is shown to
 /// `observability:all` only.
 pub async fn health(identity: Identity, state: web::Data<AppState>) -> HttpResponse {
-    let (litellm, openwebui, langfuse, helicone, redis) = tokio::join!(
+    let (litellm, openwebui, langfuse, helicone, redis, usage) = tokio::join!(
         litellm_status(&state),
         state.observability.openwebui_health(),
         state.observability.langfuse_health(),
         state.observability.helicone_health(),
         redis_status(&state),
+        usage_store_status(&state),
     );
     let mut dependencies: Vec<DependencyStatus> = [litellm, openwebui, langfuse, helicone]
         .into_iter()
         .chain(redis)
+        .chain(usage)
         .collect();
     let mut telemetry = state.telemetry.stats();
     if !sees_all(&state, &identity) {
@@ -163,11 +180,21 @@ pub async fn traces(
         to: query.to,
     };
     let page = if state.observability.has_langfuse() {
-        state.observability.traces(&filter).await?
+        let mut page = state.observability.traces(&filter).await?;
+        state
+            .reporting
+            .name(&mut page.data)
+            .await
+            .map_err(unavailable)?;
+        page
     } else {
         let limit = usize::try_from(filter.limit).unwrap_or(usize::MAX);
         TracePage {
-            data: state.recent.latest(filter.user_id.as_deref(), limit),
+            data: state
+                .reporting
+                .recent(filter.user_id.as_deref(), limit)
+                .await
+                .map_err(unavailable)?,
             next_cursor: None,
             source: "bff",
         }
@@ -208,7 +235,32 @@ fn day_range(from: Option<&str>, to: Option<&str>) -> Result<(SystemTime, System
     Ok((from, to))
 }
 
-/// Tokens and cost per model and per day over a range.
+/// The reports' answer when the usage store cannot be read.
+fn unavailable(error: StoreError) -> ApiError {
+    tracing::warn!(%error, "the usage store could not be read");
+    ApiError::StoreUnavailable(error.0)
+}
+
+/// The group a caller may see usage of: any with `observability:all`, else one of theirs.
+fn scoped_group(
+    state: &AppState,
+    identity: &Identity,
+    group: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    let Some(group) = group.filter(|group| !group.is_empty()) else {
+        return Ok(None);
+    };
+    let member = identity.groups.iter().any(|own| own.name == group);
+    if member || sees_all(state, identity) {
+        Ok(Some(group))
+    } else {
+        Err(ApiError::Auth(bff_auth::AuthError::Forbidden(format!(
+            "you may see the usage of your own groups only, and `{group}` is not one of them"
+        ))))
+    }
+}
+
+/// Tokens and cost per model, task and day over a range: of one user, one group or everyone.
 pub async fn usage(
     identity: Identity,
     state: web::Data<AppState>,
@@ -216,10 +268,21 @@ pub async fn usage(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let (from, to) = day_range(query.from.as_deref(), query.to.as_deref())?;
-    let user = scoped_user(&state, &identity, query.user_id);
+    let group = scoped_group(&state, &identity, query.group)?;
+    let user = match group {
+        Some(_) => None,
+        None => scoped_user(&state, &identity, query.user_id),
+    };
     let from_day = day_of(UnixNanos::from(from));
     let to_day = day_of(UnixNanos::from(to));
-    let (rows, source) = if state.observability.has_langfuse() {
+    let (rows, source) = if let Some(group) = &group {
+        let subject = Subject::Group(group.clone());
+        let rows = state
+            .reporting
+            .usage(&from_day, &to_day, Some(&subject))
+            .await;
+        (rows.map_err(unavailable)?, "bff")
+    } else if state.observability.has_langfuse() {
         let from_time = humantime::format_rfc3339_seconds(from).to_string();
         let to_time = humantime::format_rfc3339_seconds(to + DAY).to_string();
         state
@@ -231,10 +294,12 @@ pub async fn usage(
             )
             .await?
     } else {
-        (
-            state.usage.query(&from_day, &to_day, user.as_deref()),
-            "bff",
-        )
+        let subject = user.clone().map(Subject::User);
+        let rows = state
+            .reporting
+            .usage(&from_day, &to_day, subject.as_ref())
+            .await;
+        (rows.map_err(unavailable)?, "bff")
     };
     let mut totals = UsageTotals::default();
     for row in &rows {
@@ -244,14 +309,15 @@ pub async fn usage(
         from: from_day,
         to: to_day,
         user_id: user,
+        group,
         source,
         rows,
         totals,
     }))
 }
 
-/// The users who spent most over a range (admins), from bff's own counters since start: Langfuse's
-/// metrics API cannot group by user.
+/// The users who spent most over a range (admins), with their names, from bff's own ledger:
+/// Langfuse's metrics API cannot group by user.
 pub async fn top_users(
     state: web::Data<AppState>,
     query: web::Query<TopUsersQuery>,
@@ -260,11 +326,15 @@ pub async fn top_users(
     let limit = page_limit(query.limit, 10)?;
     let (from, to) = day_range(query.from.as_deref(), query.to.as_deref())?;
     let (from_day, to_day) = (day_of(UnixNanos::from(from)), day_of(UnixNanos::from(to)));
-    let users = state.usage.top_users(
-        &from_day,
-        &to_day,
-        usize::try_from(limit).unwrap_or(usize::MAX),
-    );
+    let users = state
+        .reporting
+        .top_users(
+            &from_day,
+            &to_day,
+            usize::try_from(limit).unwrap_or(usize::MAX),
+        )
+        .await
+        .map_err(unavailable)?;
     Ok(HttpResponse::Ok().json(json!({
         "from": from_day,
         "to": to_day,
@@ -273,7 +343,28 @@ pub async fn top_users(
     })))
 }
 
-/// Chat traffic over the last minute, bff-wide (see [`crate::traffic`]).
+/// Every group's spend over a range (admins), from bff's own ledger.
+pub async fn groups(
+    state: web::Data<AppState>,
+    query: web::Query<UsageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let (from, to) = day_range(query.from.as_deref(), query.to.as_deref())?;
+    let (from_day, to_day) = (day_of(UnixNanos::from(from)), day_of(UnixNanos::from(to)));
+    let groups = state
+        .reporting
+        .groups(&from_day, &to_day)
+        .await
+        .map_err(unavailable)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "from": from_day,
+        "to": to_day,
+        "source": "bff",
+        "groups": groups,
+    })))
+}
+
+/// Chat traffic over the last minute, fleet-wide (see [`crate::reporting::traffic`]).
 pub async fn traffic(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.metrics.traffic.report())
+    HttpResponse::Ok().json(state.reporting.traffic().await)
 }

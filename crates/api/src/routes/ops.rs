@@ -2,6 +2,7 @@
 
 use crate::context::RequestInfo;
 use crate::error::ApiError;
+use crate::metrics::Snapshot;
 use crate::observability::DependencyStatus;
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -9,6 +10,7 @@ use bff_auth::Identity;
 use bff_providers::RequestContext;
 use bff_quota::FailMode;
 use serde_json::json;
+use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
 /// The monitoring page's policy: its own script and style files only, no inline code, no
@@ -73,6 +75,16 @@ pub async fn redis_status(state: &AppState) -> Option<DependencyStatus> {
     Some(DependencyStatus::checked("redis", started, result))
 }
 
+/// The usage store, when it is shared (Redis); the embedded one is a file, not a dependency.
+pub async fn usage_store_status(state: &AppState) -> Option<DependencyStatus> {
+    if state.reporting.backend() != "redis" {
+        return None;
+    }
+    let started = Instant::now();
+    let result = state.reporting.ping().await.map_err(|error| error.0);
+    Some(DependencyStatus::checked("usage_store", started, result))
+}
+
 /// Readiness: LiteLLM answers, and Open WebUI and Redis (when configured) answer. 503 names
 /// what is down (Redis only counts with `QUOTA_FAIL_MODE=closed`, when requests need it); the
 /// public answer never carries what a dependency said (that is for `/observability/health`).
@@ -105,9 +117,18 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 
 /// Prometheus text.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let errors = state.quota.backend_errors();
+    let snapshot = Snapshot {
+        telemetry: state.telemetry.stats(),
+        quota_errors: (
+            errors.admit.load(Ordering::Relaxed),
+            errors.settle.load(Ordering::Relaxed),
+        ),
+        usage: state.reporting.stats(),
+    };
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(&state.telemetry.stats()))
+        .body(state.metrics.render(&snapshot))
 }
 
 /// LiteLLM's models, filtered by the caller's role allow-list.
@@ -120,10 +141,10 @@ pub async fn models(
     let mut context = RequestContext::new(info.request_id.clone(), info.trace_id.clone());
     context.user_id = Some(identity.user_id.clone());
     context.deadline = info.deadline(state.request_timeout);
-    let mut list = state.litellm.models(&context).await.map_err(|error| {
-        state.metrics.upstream_error(error.kind.label());
-        ApiError::Provider(error)
-    })?;
+    let mut list = state.litellm.models(&context).await?;
+    for model in &list.data {
+        state.models.learn(&model.id);
+    }
     let policy = state.gate.policy();
     list.data
         .retain(|model| policy.allows_model(&identity, &model.id));

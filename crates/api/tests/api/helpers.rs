@@ -83,12 +83,9 @@ pub async fn spawn_with(options: Options) -> TestApp {
         ("RBAC_POLICY_FILE", policy.to_owned()),
         ("LITELLM_URL", litellm.uri()),
         ("LITELLM_API_KEY", LITELLM_KEY.to_owned()),
-        ("TELEMETRY_SPOOL_DIR", spool.display().to_string()),
-        (
-            "QUOTA_STORE_PATH",
-            spool.join("quota.redb").display().to_string(),
-        ),
+        ("BFF_DATA_DIR", spool.display().to_string()),
         ("TELEMETRY_FLUSH_INTERVAL_MS", "20".to_owned()),
+        ("USAGE_FLUSH_INTERVAL_MS", "20".to_owned()),
         ("MAX_BODY_BYTES", "65536".to_owned()),
     ]);
     if !options.no_telemetry {
@@ -191,6 +188,27 @@ impl TestApp {
     /// `GET path` as `token`'s caller, its body as JSON.
     pub async fn get_json(&self, path: &str, token: &str) -> Value {
         self.get(path, Some(token)).await.json().await.unwrap()
+    }
+
+    /// `GET path` as `token`'s caller until its JSON body satisfies `check` (the reports are
+    /// written by a background writer, at most one flush interval behind), for at most 5 s.
+    pub async fn get_json_until(
+        &self,
+        path: &str,
+        token: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        for _ in 0..250 {
+            let body = self.get_json(path, token).await;
+            if check(&body) {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "{path} never showed what was expected: {}",
+            self.get_json(path, token).await
+        );
     }
 
     /// LiteLLM's `/health/readiness` answering healthy.

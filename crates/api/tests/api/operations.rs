@@ -151,15 +151,13 @@ async fn unknown_routes_are_openai_shaped_errors_never_plain_text() {
 #[tokio::test]
 async fn metrics_expose_the_documented_series() {
     let app = spawn_app().await;
-    app.litellm_chat().await;
+    app.litellm_stream().await;
     app.telemetry_up().await;
     let token = app.user("alice", "user").await;
-    app.post_json(
-        "/v1/chat/completions",
-        &token,
-        &chat_body("fake-gpt", false),
-    )
-    .await;
+    let streamed = app
+        .post_json("/v1/chat/completions", &token, &chat_body("fake-gpt", true))
+        .await;
+    streamed.text().await.unwrap();
     app.get("/v1/models", Some("not-a-token")).await;
     let text = app.get("/metrics", None).await.text().await.unwrap();
     for series in [
@@ -167,10 +165,12 @@ async fn metrics_expose_the_documented_series() {
         r#"bff_http_request_duration_seconds_count{route="/v1/chat/completions"} 1"#,
         r#"bff_overhead_seconds_count{route="/v1/chat/completions"} 1"#,
         r#"bff_auth_failures_total{reason="token_malformed"} 1"#,
+        r#"bff_time_to_first_token_seconds_count{model="fake-gpt"} 1"#,
         "# TYPE bff_time_to_first_token_seconds histogram",
-        "# TYPE bff_upstream_errors_total counter",
         r#"bff_telemetry_records_total{sink="langfuse",state="queued"}"#,
         r#"bff_telemetry_records_total{sink="helicone",state="dropped"} 0"#,
+        r#"bff_usage_exchanges_total{state="dropped"} 0"#,
+        r#"bff_quota_backend_errors_total{op="settle"} 0"#,
     ] {
         assert!(text.contains(series), "missing {series}\n{text}");
     }

@@ -94,7 +94,7 @@ async fn chunks_reach_the_client_before_litellm_has_finished() {
 }
 
 #[tokio::test]
-async fn a_client_that_disconnects_closes_the_upstream_request_and_is_recorded_as_cancelled() {
+async fn a_client_that_disconnects_closes_the_upstream_request_and_is_recorded_as_abandoned() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let litellm_url = format!("http://{}", listener.local_addr().unwrap());
     let (closed_tx, closed) = oneshot::channel::<()>();
@@ -147,7 +147,7 @@ async fn a_client_that_disconnects_closes_the_upstream_request_and_is_recorded_a
     assert_eq!(log["providerResponse"]["status"], 499);
     assert_eq!(
         log["providerResponse"]["json"]["error"]["type"],
-        "cancelled"
+        "abandoned"
     );
 }
 
