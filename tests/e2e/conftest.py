@@ -109,6 +109,8 @@ def start_bff(work: pathlib.Path, litellm_url: str, litellm_key: str, port: int 
         "TELEMETRY_SPOOL_DIR": "off",
         "LITELLM_MAX_ATTEMPTS": "1",
         "LOG_FORMAT": "json",
+        # The reports are written this far behind the chats (default 1 s).
+        "USAGE_FLUSH_INTERVAL_MS": "50",
         **settings,
     }
     log_path = work / f"bff-{port}.log"
@@ -158,13 +160,20 @@ class Account:
     """An Open WebUI account and its session."""
 
     id: str
+    name: str
     email: str
     password: str
     token: str
 
     @classmethod
     def from_session(cls, session: dict, password: str) -> "Account":
-        return cls(id=session["id"], email=session["email"], password=password, token=session["token"])
+        return cls(
+            id=session["id"],
+            name=session["name"],
+            email=session["email"],
+            password=password,
+            token=session["token"],
+        )
 
 
 @dataclass

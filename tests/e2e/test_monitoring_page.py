@@ -4,6 +4,8 @@ Open WebUI's `token` cookie, which belongs to the host 127.0.0.1 whatever the po
 Screenshots of each state go to target/screenshots/ (git-ignored).
 """
 
+import time
+
 import httpx
 import pytest
 from conftest import SCREENSHOTS, Account, Stack
@@ -21,6 +23,21 @@ def bff_chat(stack: Stack, account: Account) -> None:
         timeout=60,
     )
     assert response.status_code == 200, response.text
+    wait_reported(stack, account)
+
+
+def wait_reported(stack: Stack, account: Account) -> None:
+    """Until bff's reports show ACCOUNT's requests (they are written a moment after the chat)."""
+    for _ in range(100):
+        usage = httpx.get(
+            f"{stack.bff.url}/observability/usage",
+            headers={"Authorization": f"Bearer {account.token}"},
+            timeout=10,
+        ).json()
+        if usage["totals"]["requests"] > 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{account.id}'s requests never showed in the reports")
 
 
 def sign_in_to_open_webui(browser, stack: Stack, account: Account) -> None:
@@ -66,12 +83,13 @@ def test_a_user_signed_in_to_open_webui_sees_their_own_data(stack, browser):
     box.send_keys("Hello bff", Keys.ENTER)
     WebDriverWait(browser, 60).until(lambda b: MOCK_ANSWER in b.find_element(By.TAG_NAME, "body").text)
     screenshot(browser, "openwebui-chat", 900)
+    wait_reported(stack, user)
 
     open_page(browser, stack.bff.url)
-    assert f"Signed in as {user.id} (user)" in browser.find_element(By.ID, "viewer").text
+    assert f"Signed in as {user.name} ({user.id}), user" in browser.find_element(By.ID, "viewer").text
     assert "mock-gpt" in panel_text(browser, "spend")
     traces = panel_text(browser, "traces")
-    assert user.id in traces and stack.admin.id not in traces
+    assert user.name in traces and user.id in traces and stack.admin.id not in traces
     assert "Langfuse not configured" in traces
     assert "Langfuse not configured" in panel_text(browser, "spend")
     assert user.id in panel_text(browser, "quota")
@@ -91,7 +109,10 @@ def test_an_admin_sees_everyones_data_and_filters_by_user(stack, browser):
     open_page(browser, stack.bff.url, cookie=stack.admin.token)
     traces = panel_text(browser, "traces")
     assert user.id in traces and stack.admin.id in traces
-    assert user.id in panel_text(browser, "top-users")
+    # People are shown by the name Open WebUI gives them, the id beside it.
+    top = panel_text(browser, "top-users")
+    assert user.name in top and user.email in top and user.id in top
+    assert user.name in traces
     assert browser.find_element(By.ID, "admin-filter").is_displayed()
     screenshot(browser, "monitoring-admin")
 

@@ -192,6 +192,12 @@ impl Application {
         self.port
     }
 
+    /// A handle that stops the server as SIGTERM does (graceful: in-flight requests finish,
+    /// then usage and telemetry are flushed).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
     /// Serves until SIGINT/SIGTERM: then stops accepting, lets in-flight requests and streams
     /// finish within `SHUTDOWN_GRACE_SECONDS`, and flushes telemetry within
     /// `TELEMETRY_SHUTDOWN_SECONDS` (spooling what is left).

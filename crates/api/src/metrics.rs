@@ -13,7 +13,7 @@
 //! | `bff_quota_backend_errors_total` | counter | `op` (`admit`, `settle`) |
 //! | `bff_telemetry_records_total` | counter | `sink`, `state` (`queued`, `exported`, `retried`, `spooled`, `replayed`, `rejected`, `dropped`) |
 //! | `bff_usage_exchanges_total` | counter | `state` (`recorded`, `dropped`) — exchanges the usage store took |
-//! | `bff_usage_pending_batches` | gauge | — batches waiting for the usage store (Redis down) |
+//! | `bff_usage_waiting_exchanges` | gauge | — exchanges counted but not yet written (the store is down or slow) |
 //!
 //! Recording uses `metrics` with `metrics-exporter-prometheus`: counters are atomics and
 //! histograms lock-free buckets. Each worker thread keeps the handles it has used, so a request
@@ -56,7 +56,7 @@ const QUOTA_BACKEND: &str = "bff_quota_backend_seconds";
 const QUOTA_BACKEND_ERRORS: &str = "bff_quota_backend_errors_total";
 const TELEMETRY_RECORDS: &str = "bff_telemetry_records_total";
 const USAGE_EXCHANGES: &str = "bff_usage_exchanges_total";
-const USAGE_PENDING: &str = "bff_usage_pending_batches";
+const USAGE_WAITING: &str = "bff_usage_waiting_exchanges";
 
 const HELP: [(&str, &str); 12] = [
     (
@@ -98,7 +98,7 @@ const HELP: [(&str, &str); 12] = [
         "Finished exchanges the usage store took, or dropped because its queue was full.",
     ),
     (
-        USAGE_PENDING,
+        USAGE_WAITING,
         "Batches of usage waiting to be written (the store is down or slow).",
     ),
 ];
@@ -121,7 +121,7 @@ pub struct Snapshot {
     pub telemetry: Vec<SinkStats>,
     /// Quota backend failures: admissions, settlements.
     pub quota_errors: (u64, u64),
-    /// The usage store: exchanges recorded and dropped, batches pending.
+    /// The usage store: exchanges recorded, dropped, and waiting to be written.
     pub usage: (u64, u64, u64),
 }
 
@@ -272,7 +272,7 @@ impl Metrics {
                 absolute(TELEMETRY_RECORDS, labels, value);
             }
         }
-        let (recorded, dropped, pending) = snapshot.usage;
+        let (recorded, dropped, waiting) = snapshot.usage;
         absolute(
             USAGE_EXCHANGES,
             vec![("state", "recorded".into())],
@@ -281,8 +281,8 @@ impl Metrics {
         absolute(USAGE_EXCHANGES, vec![("state", "dropped".into())], dropped);
         let gauge: Gauge = self
             .recorder
-            .register_gauge(&Key::from_name(USAGE_PENDING), &metadata());
-        gauge.set(pending as f64);
+            .register_gauge(&Key::from_name(USAGE_WAITING), &metadata());
+        gauge.set(waiting as f64);
         self.handle.render()
     }
 

@@ -34,6 +34,16 @@ function panelState(section, message, isError) {
   state.textContent = message || "";
   state.classList.toggle("error", Boolean(isError));
 }
+// A person as Open WebUI names them, with their id beside it (a service key shows its name).
+function person(name, email, id) {
+  const td = document.createElement("td");
+  const main = document.createElement("span");
+  main.textContent = name || id || "(unknown)";
+  td.append(main);
+  const second = [email, name ? id : ""].filter(Boolean).join(" · ");
+  if (second) td.append(Object.assign(document.createElement("small"), { className: "muted id", textContent: second }));
+  return td;
+}
 const number = n => n === null || n === undefined ? "–" : Number(n).toLocaleString("en");
 const usd = n => n === null || n === undefined ? "–" : "$" + Number(n).toFixed(n >= 1 ? 2 : 6);
 const ms = n => n === null || n === undefined ? "–" : (n >= 1000 ? (n / 1000).toFixed(2) + " s" : n.toFixed(n < 10 ? 2 : 0) + " ms");
@@ -105,6 +115,7 @@ async function loadTraffic() {
       ["latency p50", ms(t.latency_ms && t.latency_ms.p50)], ["latency p99", ms(t.latency_ms && t.latency_ms.p99)],
       ["bff overhead p50", ms(t.overhead_ms && t.overhead_ms.p50)], ["bff overhead p99", ms(t.overhead_ms && t.overhead_ms.p99)],
       ["first token p50", ms(t.time_to_first_token_ms && t.time_to_first_token_ms.p50)], ["active streams", t.active_streams],
+      ["clients that left", percent(t.abandoned_rate)], ["replicas reporting", t.replicas],
     ];
     $("traffic-tiles").replaceChildren(...tiles.map(([label, value]) => {
       const div = document.createElement("div"), dt = document.createElement("dt"), dd = document.createElement("dd");
@@ -119,7 +130,7 @@ async function loadTraffic() {
 }
 
 function sourceNote(source, what) {
-  return source === "bff" ? `Langfuse not configured — showing bff's own ${what} since start.` : "";
+  return source === "bff" ? `Langfuse not configured — showing bff's own ${what}.` : "";
 }
 function dependencyNote(error) {
   return /langfuse/i.test(error.message) ? "Langfuse unreachable: " + error.message : error.message;
@@ -133,14 +144,14 @@ async function loadSpend() {
   const range = rangeDays();
   try {
     const usage = await get("/observability/usage", { from: range.from, to: range.to, user_id: view.user });
-    fill("usage", usage.rows.map(r => [r.day, r.model, number(r.requests), r.errors === null ? "?" : number(r.errors), number(r.input_tokens), number(r.output_tokens), usd(r.cost_usd)]),
+    fill("usage", usage.rows.map(r => [r.day, r.task ? r.model + " · " + r.task : r.model, number(r.requests), r.errors === null ? "?" : number(r.errors), number(r.input_tokens), number(r.output_tokens), usd(r.cost_usd)]),
       "No usage in this range.");
     const perDay = new Map();
     for (let i = 0; i < range.days; i++) perDay.set(new Date(Date.parse(range.from) + i * 86400000).toISOString().slice(0, 10), 0);
     for (const r of usage.rows) perDay.set(r.day, (perDay.get(r.day) || 0) + r.cost_usd);
     barChart("spend-chart", [...perDay].map(([day, cost]) => ({ value: cost, maxLabel: usd(cost), title: day + ": " + usd(cost) })),
       "Cost per day from " + range.from + " to " + range.to);
-    panelState("spend", sourceNote(usage.source, "counters"));
+    panelState("spend", sourceNote(usage.source, "ledger"));
   } catch (error) {
     panelState("spend", dependencyNote(error), true);
     fill("usage", []); $("spend-chart").replaceChildren(); // no stale rows under an error
@@ -149,12 +160,15 @@ async function loadSpend() {
   try {
     const top = await get("/observability/usage/users", { from: range.from, to: range.to });
     fill("top", top.users.map(u => {
-      const button = Object.assign(document.createElement("button"), { type: "button", textContent: u.user_id || "(service)" });
+      const who = person(u.name, u.email, u.user_id);
+      const button = Object.assign(document.createElement("button"), { type: "button", textContent: "filter" });
+      button.setAttribute("aria-label", "Show only " + (u.name || u.user_id));
       button.addEventListener("click", () => { $("filter-user").value = u.user_id; applyFilter(); });
-      return [cell(button), number(u.requests), number(u.total_tokens), usd(u.cost_usd)];
+      who.append(" ", button);
+      return [who, number(u.requests), number(u.total_tokens), usd(u.cost_usd)];
     }), "No usage in this range.");
-    $("known-users").replaceChildren(...top.users.map(u => Object.assign(document.createElement("option"), { value: u.user_id })));
-    panelState("top-users", "bff's own counters since start (Langfuse cannot rank users).");
+    $("known-users").replaceChildren(...top.users.map(u => Object.assign(document.createElement("option"), { value: u.user_id, label: u.name || u.user_id })));
+    panelState("top-users", "From bff's own ledger, kept across restarts and shared by replicas (Langfuse cannot rank users).");
   } catch (error) { panelState("top-users", error.message, true); fill("top", []); }
 }
 
@@ -162,16 +176,19 @@ function quotaRows(scope) {
   const l = scope.limits, u = scope.used, r = scope.remaining, when = t => new Date(t).toLocaleString();
   return [
     [scope.scope, "requests / minute", l.requests_per_minute, u.requests_this_minute, r.requests_this_minute, when(scope.resets.minute)],
+    [scope.scope, "tasks / minute", l.tasks_per_minute, u.tasks_this_minute, r.tasks_this_minute, when(scope.resets.minute)],
     [scope.scope, "tokens / minute", l.tokens_per_minute, u.tokens_this_minute, r.tokens_this_minute, when(scope.resets.minute)],
     [scope.scope, "concurrent requests", l.concurrent_requests, u.concurrent_requests, r.concurrent_requests, ""],
     [scope.scope, "spend today", usd(l.daily_budget_usd), usd(u.spent_today_usd), usd(r.today_usd), when(scope.resets.day)],
     [scope.scope, "spend this month", usd(l.monthly_budget_usd), usd(u.spent_this_month_usd), usd(r.this_month_usd), when(scope.resets.month)],
+    [scope.scope, "tokens today", l.daily_tokens, u.tokens_today, r.tokens_today, when(scope.resets.day)],
+    [scope.scope, "tokens this month", l.monthly_tokens, u.tokens_this_month, r.tokens_this_month, when(scope.resets.month)],
   ].map(row => row.map(v => v === null || v === "–" ? "no limit" : v));
 }
 async function loadQuota() {
   try {
     const quota = await get("/observability/quota", view.user ? { user_id: view.user, role: view.role } : {});
-    fill("quotas", quota.scopes.flatMap(quotaRows), "No limits apply.");
+    fill("quotas", quota.scopes.flatMap(quotaRows), "Nothing counted yet.");
     panelState("quota", `${quota.user_id} (${quota.role || "no role"}), counted ${quota.backend === "redis" ? "in Redis across replicas" : "in this bff"}`);
   } catch (error) { panelState("quota", "Quotas unavailable: " + error.message, true); fill("quotas", []); }
 }
@@ -182,7 +199,7 @@ async function loadTraces() {
     fill("trace-rows", page.data.map(t => {
       const failed = t.level === "ERROR" || t.level === "WARNING";
       const link = t.url ? Object.assign(document.createElement("a"), { href: t.url, textContent: "Langfuse", rel: "noopener noreferrer", target: "_blank" }) : "";
-      return [t.start_time ? new Date(t.start_time).toLocaleString() : "", t.user_id, t.model, ms(t.latency_ms), number(t.total_tokens), usd(t.cost_usd),
+      return [t.start_time ? new Date(t.start_time).toLocaleString() : "", person(t.user_name, t.user_email, t.user_id), t.task ? t.model + " · " + t.task : t.model, ms(t.latency_ms), number(t.total_tokens), usd(t.cost_usd),
         cell(failed ? t.status_message || t.level : "ok", failed ? t.level.toLowerCase() : ""), cell(link)];
     }), "No trace yet.");
     panelState("traces", sourceNote(page.source, "latest requests"));
@@ -193,7 +210,8 @@ async function whoAmI() {
   try {
     const me = await get("/observability/me");
     view.admin = me.permissions.includes("observability:all");
-    $("viewer").textContent = `Signed in as ${me.user_id} (${me.role || "no role"}). ` +
+    const name = me.name ? `${me.name} (${me.user_id})` : me.user_id;
+    $("viewer").textContent = `Signed in as ${name}, ${me.role || "no role"}. ` +
       (view.admin ? "You see everyone's traces, spend and quotas." : "You see your own traces, spend and quotas.");
     $("error").textContent = "";
   } catch (error) {

@@ -44,6 +44,8 @@ pub struct RedisServer {
     pub url: String,
     /// Its port.
     pub port: u16,
+    /// Where it keeps an append-only file, if it persists.
+    dir: Option<std::path::PathBuf>,
 }
 
 /// The variable that makes a missing `redis-server` a failure instead of a skip (`make test`
@@ -54,6 +56,16 @@ impl RedisServer {
     /// Starts `redis-server` without persistence. Without one on the PATH: `None` after one
     /// line saying what to install, or a panic when [`REQUIRE_REDIS`] is set.
     pub fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// Like [`Self::start`], with an append-only file in `dir` (fsync'd on every write), so a
+    /// server killed and started again by [`Self::restart`] has everything it acknowledged.
+    pub fn start_persistent(dir: &std::path::Path) -> Option<Self> {
+        Self::start_with(Some(dir.to_owned()))
+    }
+
+    fn start_with(dir: Option<std::path::PathBuf>) -> Option<Self> {
         let installed = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -69,19 +81,37 @@ impl RedisServer {
             let () = eprintln!("skipped: {line}");
             return None;
         }
-        Self::spawn(free_port()).ok()
+        Self::spawn(free_port(), dir).ok()
     }
 
-    fn spawn(port: u16) -> std::io::Result<Self> {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()?;
+    fn spawn(port: u16, dir: Option<std::path::PathBuf>) -> std::io::Result<Self> {
+        let mut command = Command::new("redis-server");
+        command
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .stdout(Stdio::null());
+        match &dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                command
+                    .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                    .arg(dir);
+            }
+            None => {
+                command.args(["--appendonly", "no"]);
+            }
+        }
         let server = Self {
-            child,
+            child: command.spawn()?,
             url: format!("redis://127.0.0.1:{port}/0"),
             port,
+            dir,
         };
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -98,10 +128,11 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
-    /// Starts a fresh server on the same port (its data is gone: no persistence).
+    /// Starts the server again on the same port: empty, or with what its append-only file
+    /// kept when it persists.
     pub fn restart(&mut self) -> std::io::Result<()> {
         self.kill();
-        *self = Self::spawn(self.port)?;
+        *self = Self::spawn(self.port, self.dir.clone())?;
         Ok(())
     }
 }

@@ -267,3 +267,57 @@ impl UsageStore for EmbeddedStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(day: &str, recent: usize) -> Batch {
+        let key = RowKey {
+            day: day.into(),
+            subject: Subject::Group("research".into()),
+            model: "m".into(),
+            task: "title_generation".into(),
+        };
+        Batch {
+            id: format!("r:{day}"),
+            rows: [(
+                key,
+                UsageTotals {
+                    requests: 1,
+                    ..UsageTotals::default()
+                },
+            )]
+            .into(),
+            recent: (0..recent)
+                .map(|n| TraceItem {
+                    trace_id: Some(format!("t{n}")),
+                    ..TraceItem::default()
+                })
+                .collect(),
+            ..Batch::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_add_up_old_days_are_pruned_and_the_recent_list_is_bounded() {
+        let store = EmbeddedStore::in_memory(3).unwrap();
+        store.write(&batch("2026-01-01", 2)).await.unwrap();
+        store.write(&batch("2026-01-01", 2)).await.unwrap();
+        store.write(&batch("2026-03-01", 0)).await.unwrap();
+        let rows = store.rows("2026-01-01", "2026-12-31", None).await.unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].1.requests, 2);
+        assert_eq!(rows[0].0.task, "title_generation");
+        let recent = store.recent(None, 10).await.unwrap();
+        let ids: Vec<_> = recent
+            .iter()
+            .filter_map(|item| item.trace_id.as_deref())
+            .collect();
+        assert_eq!(ids, ["t1", "t0", "t1"], "newest first, at most three");
+        store.prune("2026-02-01").await.unwrap();
+        let rows = store.rows("2026-01-01", "2026-12-31", None).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0.day, "2026-03-01");
+    }
+}

@@ -309,3 +309,64 @@ impl UsageStore for RedisStore {
         Ok(()) // day hashes expire by themselves
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bff_quota::test_support::RedisServer;
+
+    fn batch(id: &str) -> Batch {
+        let key = RowKey {
+            day: "2026-01-01".into(),
+            subject: Subject::User("bob".into()),
+            model: "m".into(),
+            task: String::new(),
+        };
+        let totals = UsageTotals {
+            requests: 2,
+            total_tokens: 30,
+            cost_usd: 0.5,
+            ..UsageTotals::default()
+        };
+        Batch {
+            id: id.into(),
+            replica: "r1".into(),
+            rows: [(key, totals)].into(),
+            recent: vec![TraceItem {
+                user_id: Some("bob".into()),
+                ..TraceItem::default()
+            }],
+            ..Batch::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_sent_again_after_an_ambiguous_failure_counts_once() {
+        let Some(redis) = RedisServer::start() else {
+            return;
+        };
+        let store = RedisStore::new(
+            &redis.url,
+            Duration::from_secs(2),
+            Duration::from_secs(3600),
+            10,
+        )
+        .unwrap();
+        store.write(&batch("r1:1")).await.unwrap();
+        store.write(&batch("r1:1")).await.unwrap(); // the same id: already applied
+        let rows = store.rows("2026-01-01", "2026-01-01", None).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].1.requests, rows[0].1.total_tokens), (2, 30));
+        assert_eq!(store.recent(None, 10).await.unwrap().len(), 1);
+        store.write(&batch("r1:2")).await.unwrap(); // a new batch adds
+        let rows = store
+            .rows(
+                "2026-01-01",
+                "2026-01-01",
+                Some(&Subject::User("bob".into())),
+            )
+            .await
+            .unwrap();
+        assert_eq!((rows[0].1.requests, rows[0].1.cost_usd), (4, 1.0));
+    }
+}

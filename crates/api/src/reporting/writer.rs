@@ -203,6 +203,8 @@ pub struct Writer {
     sequence: u64,
     /// The batch the store has not acknowledged, and how many exchanges it holds.
     pending: Option<(Batch, u64)>,
+    /// Writes that failed in a row.
+    failures: u64,
     ledger: Ledger,
     config: WriterConfig,
 }
@@ -238,6 +240,7 @@ impl Writer {
             replica: uuid::Uuid::new_v4().simple().to_string(),
             sequence: 0,
             pending: None,
+            failures: 0,
             ledger: Ledger::default(),
             config: config.clone(),
         };
@@ -335,9 +338,22 @@ impl Writer {
             return;
         };
         match self.store.write(batch).await {
-            Ok(()) => self.pending = None,
+            Ok(()) => {
+                if self.failures > 0 {
+                    tracing::info!(
+                        failures = self.failures,
+                        "the usage store is back; what waited is written"
+                    );
+                }
+                self.failures = 0;
+                self.pending = None;
+            }
             Err(error) => {
-                tracing::warn!(%error, batch = %batch.id, "usage could not be written; it waits to be written again");
+                // One line when the store goes, then one a minute or so: no flood.
+                if self.failures.is_multiple_of(60) {
+                    tracing::warn!(%error, batch = %batch.id, waiting = self.stats.waiting.load(Ordering::Relaxed), "usage could not be written; it waits to be written again");
+                }
+                self.failures += 1;
             }
         }
         self.count_waiting();

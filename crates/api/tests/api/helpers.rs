@@ -25,6 +25,10 @@ pub const PARENT_SPAN: &str = "b7ad6b7169203331";
 /// A running bff and its fakes.
 pub struct TestApp {
     pub address: String,
+    /// Stops the server gracefully.
+    pub server: actix_web::dev::ServerHandle,
+    /// Ends when the server has stopped and flushed.
+    pub stopped: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     pub client: reqwest::Client,
     pub litellm: MockServer,
     pub openwebui: MockServer,
@@ -106,9 +110,12 @@ pub async fn spawn_with(options: Options) -> TestApp {
     }
     .unwrap();
     let address = format!("http://127.0.0.1:{}", application.port());
-    tokio::spawn(application.run_until_stopped());
+    let server = application.handle();
+    let stopped = Some(tokio::spawn(application.run_until_stopped()));
     TestApp {
         address,
+        server,
+        stopped,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -148,18 +155,31 @@ pub fn session_token(user: &str) -> String {
 }
 
 impl TestApp {
+    /// Stops the server as SIGTERM does and waits until it has flushed what it holds.
+    pub async fn stop(&mut self) {
+        self.server.stop(true).await;
+        if let Some(stopped) = self.stopped.take() {
+            stopped.await.unwrap().unwrap();
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
 
     /// Makes Open WebUI answer `token` with `role` for `user`; returns the token.
     pub async fn user(&self, user: &str, role: &str) -> String {
+        self.person(user, role, user).await
+    }
+
+    /// Like [`Self::user`], with the display name Open WebUI gives.
+    pub async fn person(&self, user: &str, role: &str, name: &str) -> String {
         let token = session_token(user);
         Mock::given(method("GET"))
             .and(path("/api/v1/auths/"))
             .and(header("authorization", format!("Bearer {token}").as_str()))
             .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-                "id": user, "name": user, "email": format!("{user}@example.com"), "role": role,
+                "id": user, "name": name, "email": format!("{user}@example.com"), "role": role,
                 "profile_image_url": "/user.png", "token": token, "token_type": "Bearer",
                 "expires_at": null, "permissions": {}})))
             .mount(&self.openwebui)

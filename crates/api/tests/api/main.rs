@@ -15,4 +15,5 @@ mod operations;
 mod policy;
 mod quota;
 mod rbac;
+mod reporting;
 mod streaming;

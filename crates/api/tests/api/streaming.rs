@@ -226,3 +226,93 @@ async fn an_upstream_failure_after_the_first_byte_ends_with_an_openai_error_even
     assert!(message.contains("request id"), "{message}");
     assert!(!text.contains("[DONE]"));
 }
+
+/// A policy where every user may have two requests in flight.
+fn two_at_a_time() -> String {
+    policy_file(
+        "service_role = \"service\"\n[roles.service]\npermissions = [\"chat\"]\n\
+         [roles.user]\npermissions = [\"chat\", \"observability:own\"]\n\
+         [roles.user.limits]\nconcurrent_requests = 2\n",
+    )
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_first_byte_frees_its_slot_and_drops_the_call() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let litellm_url = format!("http://{}", listener.local_addr().unwrap());
+    let (closed_tx, mut closed) = tokio::sync::mpsc::channel::<()>(4);
+    tokio::spawn(async move {
+        for call in 0.. {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                read_request(&mut socket).await;
+                if call < 2 {
+                    // A model thinking for a long time: nothing comes until bff hangs up.
+                    let mut rest = [0_u8; 64];
+                    while socket.read(&mut rest).await.is_ok_and(|read| read > 0) {}
+                    let _ = closed_tx.send(()).await;
+                } else {
+                    let body = CHAT_BODY.as_bytes();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    socket.write_all(head.as_bytes()).await.unwrap();
+                    socket.write_all(body).await.unwrap();
+                }
+            });
+        }
+    });
+    let app = spawn_with(Options {
+        vars: vec![
+            ("LITELLM_URL", litellm_url),
+            ("RBAC_POLICY_FILE", two_at_a_time()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    app.telemetry_up().await;
+    let token = app.user("alice", "user").await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    for stream in [false, true] {
+        let left = impatient
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&token)
+            .json(&chat_body("fake-gpt", stream))
+            .send()
+            .await;
+        assert!(left.is_err(), "the client gave up waiting");
+    }
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(5), closed.recv())
+            .await
+            .expect("the upstream call went on after its client left")
+            .unwrap();
+    }
+    // Both slots are free again: a third request is admitted at once.
+    app.get_json_until("/observability/quota", &token, |report| {
+        report["scopes"][0]["used"]["concurrent_requests"] == 0
+    })
+    .await;
+    let third = app
+        .post_json(
+            "/v1/chat/completions",
+            &token,
+            &chat_body("fake-gpt", false),
+        )
+        .await;
+    assert_eq!(third.status(), 200);
+    // Each left request is recorded as abandoned, with the status nginx gives a client that left.
+    let logs = received(&app.helicone, "/custom/v1/log", 3).await;
+    let abandoned = logs
+        .iter()
+        .map(|log| serde_json::from_slice::<Value>(&log.body).unwrap())
+        .filter(|log| log["providerResponse"]["json"]["error"]["type"] == "abandoned")
+        .inspect(|log| assert_eq!(log["providerResponse"]["status"], 499))
+        .count();
+    assert_eq!(abandoned, 2);
+}
