@@ -20,7 +20,8 @@ run-lite: ## LiteLLM + bff only (no Open WebUI): callers use a service key; prin
 standalone: ## each library crate builds on its own features alone (they are reused elsewhere)
 	for crate in bff-auth bff-providers bff-telemetry bff-quota; do $(CARGO) check -p $$crate --locked || exit 1; done
 
-unit: ## all unit, wiremock and black-box tests (offline; the Redis tests need redis-server here)
+unit: ## all unit, wiremock and black-box tests (offline; installs redis-server for the Redis tests, or says to)
+	bash scripts/need.sh redis-server
 	BFF_REQUIRE_REDIS=1 $(CARGO) test --workspace --all-features --locked
 	$(CARGO) test -p bff-auth --no-default-features --locked
 

@@ -1,7 +1,8 @@
 """Write the effective LiteLLM config: config/litellm.yaml minus what cannot work here.
 
-Drops models whose `api_key: os.environ/VAR` names an unset variable, and the Langfuse
-callbacks when LiteLLM has no Langfuse keys. Usage: litellm_config.py SOURCE DESTINATION.
+Drops models with an `os.environ/VAR` parameter (a key, an address) whose variable is unset, and
+the Langfuse callbacks when LiteLLM has no Langfuse keys. Usage: litellm_config.py SOURCE
+DESTINATION.
 Runs inside the project virtualenv (PyYAML comes with LiteLLM).
 """
 
@@ -12,8 +13,9 @@ import yaml
 
 
 def usable(model: dict) -> bool:
-    key = str(model.get("litellm_params", {}).get("api_key", ""))
-    return not key.startswith("os.environ/") or bool(os.environ.get(key.split("/", 1)[1]))
+    values = [str(value) for value in model.get("litellm_params", {}).values()]
+    variables = [value.split("/", 1)[1] for value in values if value.startswith("os.environ/")]
+    return all(os.environ.get(variable) for variable in variables)
 
 
 def main(source: str, destination: str) -> None:

@@ -21,7 +21,8 @@ $LITE || require_free_port "Open WebUI" "$OPENWEBUI_PORT" OPENWEBUI_PORT
 
 ensure_venv
 $LITE || ensure_openwebui
-cargo build --quiet -p bff-api --bin bff
+echo "building bff (the first build compiles every dependency: about 3 to 5 minutes on 2 cores; later builds take seconds) ..." >&2
+cargo build -p bff-api --bin bff
 
 # Background jobs of a script ignore Ctrl-C, so stop them here (SIGTERM: graceful for all).
 cleanup() {

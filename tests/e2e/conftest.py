@@ -68,9 +68,13 @@ def litellm(tmp_path_factory):
     work = tmp_path_factory.mktemp("litellm")
     port, key = free_port(), f"sk-e2e-{secrets.token_hex(16)}"
     config = work / "litellm.yaml"
-    # Only the keyless development models: provider keys of the machine are not used here.
+    # Only the keyless development models: provider keys of the machine are not used here. The
+    # `vllm` entry (any OpenAI-compatible server) points at this LiteLLM itself, serving mock-gpt.
     clean = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
     clean.pop("LANGFUSE_PUBLIC_KEY", None)
+    clean.update(
+        VLLM_API_BASE=f"http://127.0.0.1:{port}/v1", VLLM_MODEL="hosted_vllm/mock-gpt", VLLM_API_KEY=key
+    )
     subprocess.run(
         [sys.executable, ROOT / "scripts" / "litellm_config.py", ROOT / "config" / "litellm.yaml", config],
         check=True,

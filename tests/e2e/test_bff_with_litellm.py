@@ -15,6 +15,15 @@ def test_ready_when_litellm_answers(bff):
     assert response.json()["status"] == "ready"
 
 
+def test_an_openai_compatible_server_is_a_model_when_its_address_is_set(bff):
+    """config/litellm.yaml's `vllm` entry, here pointed at an OpenAI-compatible server (LiteLLM)."""
+    models = httpx.get(f"{bff.url}/v1/models", headers=bff.headers, timeout=30).json()
+    assert "vllm" in [model["id"] for model in models["data"]]
+    response = httpx.post(f"{bff.url}/v1/chat/completions", headers=bff.headers, json=chat("vllm"), timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == MOCK_ANSWER
+
+
 def test_non_streaming_chat_and_litellm_adopts_bffs_request_id(bff):
     client_id = f"e2e-{uuid.uuid4()}"
     response = httpx.post(

@@ -191,10 +191,23 @@ fn open_webui_uses_bff_as_its_openai_connection_with_shared_secrets() {
     let compose = compose();
     let bff = service(&compose, "bff");
     let webui = service(&compose, "open-webui");
+    // Open WebUI reaches bff through Kong, on the route Kong keeps for its connection.
     assert_eq!(
         env(webui, "OPENAI_API_BASE_URLS"),
-        format!("http://bff:{}/v1", bff_port(&compose))
+        "http://kong-internal:8000/v1"
     );
+    assert!(
+        service(&compose, "kong")["networks"]["default"]["aliases"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|alias| alias == "kong-internal")
+    );
+    let config = yaml("config/kong.yml");
+    let connection = kong_route(&config, "openwebui-connection");
+    assert_eq!(connection["hosts"][0], "kong-internal");
+    assert_eq!(connection["paths"][0], "/v1");
+    assert_eq!(connection["plugins"][0]["name"], "rate-limiting");
     let service_key = env(bff, "AUTH_SERVICE_KEYS");
     assert!(service_key.starts_with("openwebui="), "{service_key}");
     assert_eq!(
@@ -253,17 +266,74 @@ fn litellm_runs_the_project_config_with_the_key_bff_uses() {
             .any(|m| m["litellm_params"]["mock_response"].is_string()),
         "a development model needs no provider key"
     );
-    for model in models {
-        if let Some(key) = model["litellm_params"]["api_key"].as_str() {
-            let variable = key.strip_prefix("os.environ/").unwrap();
-            assert!(
-                documented().contains(variable),
-                "{variable} is not in .env.example"
-            );
-            assert!(
-                litellm["environment"].get(variable).is_some(),
-                "LiteLLM is not given {variable}"
-            );
+    assert!(
+        models.iter().any(|m| m["model_name"] == "vllm"
+            && m["litellm_params"]["api_base"] == "os.environ/VLLM_API_BASE"),
+        "an OpenAI-compatible server (vLLM) can be configured"
+    );
+    let variables = models.iter().flat_map(|model| {
+        model["litellm_params"]
+            .as_mapping()
+            .unwrap()
+            .values()
+            .filter_map(|value| value.as_str()?.strip_prefix("os.environ/"))
+    });
+    for variable in variables {
+        assert!(
+            documented().contains(variable),
+            "{variable} is not in .env.example"
+        );
+        assert!(
+            litellm["environment"].get(variable).is_some(),
+            "LiteLLM is not given {variable}"
+        );
+    }
+}
+
+/// The Kong route named `name`.
+fn kong_route<'a>(config: &'a Value, name: &str) -> &'a Value {
+    config["services"][0]["routes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|route| route["name"] == name)
+        .unwrap_or_else(|| panic!("Kong has no route {name}"))
+}
+
+#[test]
+fn ready_and_metrics_are_on_an_operations_only_route() {
+    let config = yaml("config/kong.yml");
+    let operations = kong_route(&config, "operations");
+    let paths: Vec<&str> = operations["paths"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(paths, ["/ready", "/metrics"]);
+    let restriction = &operations["plugins"][0];
+    assert_eq!(restriction["name"], "ip-restriction");
+    let allowed: Vec<&str> = restriction["config"]["allow"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        allowed.iter().all(|range| {
+            range.starts_with("10.")
+                || range.starts_with("172.16.")
+                || range.starts_with("192.168.")
+                || range.starts_with("127.")
+        }),
+        "{allowed:?}: only private addresses"
+    );
+    // Nowhere else do /ready or /metrics get through.
+    for route in config["services"][0]["routes"].as_sequence().unwrap() {
+        if route["name"] != "operations" {
+            for path in route["paths"].as_sequence().unwrap() {
+                assert!(path != "/ready" && path != "/metrics", "{route:?}");
+            }
         }
     }
 }
@@ -298,7 +368,15 @@ fn kong_routes_point_at_real_bff_routes() {
                 .filter_map(Value::as_str)
         })
         .collect();
-    for required in ["/chat", "/v1", "/observability", "/monitoring", "/health"] {
+    for required in [
+        "/chat",
+        "/v1",
+        "/observability",
+        "/monitoring",
+        "/health",
+        "/ready",
+        "/metrics",
+    ] {
         assert!(paths.contains(&required), "Kong has no {required} route");
     }
     for path in &paths {

@@ -30,12 +30,13 @@ use tracing::Instrument as _;
 
 /// Routes reachable without credentials. `/metrics` joins them unless `METRICS_REQUIRE_AUTH`.
 /// (`/monitoring` is a static page; everything it shows comes from authenticated routes.)
-pub const PUBLIC_ROUTES: [&str; 5] = [
+pub const PUBLIC_ROUTES: [&str; 6] = [
     "/health",
     "/ready",
     "/monitoring",
     "/monitoring.js",
     "/monitoring.css",
+    "/monitoring.svg",
 ];
 
 /// The request id header.

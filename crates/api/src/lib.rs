@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod context;
+pub mod descriptors;
 pub mod diagnose;
 pub mod error;
 pub mod exchange;
@@ -51,7 +52,6 @@ use bff_telemetry::{
     HeliconeConfig, HeliconeSink, LangfuseConfig, LangfuseSink, Pipeline, PipelineConfig,
     TelemetryError, TelemetrySink, basic_authorization,
 };
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -220,8 +220,6 @@ fn serve(
     hub: Arc<Hub>,
     settings: &Settings,
 ) -> Result<(Server, u16), StartupError> {
-    let listener = TcpListener::bind(settings.bind).map_err(StartupError::Bind)?;
-    let port = listener.local_addr().map_err(StartupError::Bind)?.port();
     let origins = settings.cors_allowed_origins.clone();
     let max_body = settings.max_body_bytes;
     let hub = web::Data::from(hub);
@@ -233,7 +231,7 @@ fn serve(
     if !metrics_require_auth {
         public_paths.push("/metrics");
     }
-    tracing::info!(port, "bff configuration: {settings}");
+    let (connections, workers) = connection_limit(settings);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -251,6 +249,9 @@ fn serve(
             .wrap(from_fn(request_context))
             .configure(|config| routes::configure(config, &state.gate, metrics_require_auth))
     })
+    .workers(workers)
+    // Past the descriptor budget, new connections wait in the listen backlog; open ones go on.
+    .max_connections(connections.div_ceil(workers))
     // A client that closes its side of the connection has left: the server drops its request
     // at once, waiting for the first byte or streaming, and so the upstream call (with the
     // exchange finished as abandoned). A client that half-closes and still waits for the answer
@@ -259,11 +260,55 @@ fn serve(
     // Each streamed chunk leaves at once: with Nagle's algorithm a small write waits for the
     // ACK of the previous one (the response head, for the first chunk).
     .tcp_nodelay(true)
-    .listen(listener)
-    .map_err(StartupError::Bind)?
-    .shutdown_timeout(settings.shutdown_grace.as_secs())
-    .run();
+    // Connections past the cap wait here; std's own `bind` would keep only 128.
+    .backlog(LISTEN_BACKLOG)
+    .bind(settings.bind)
+    .map_err(StartupError::Bind)?;
+    let port = server.addrs().first().map_or(0, std::net::SocketAddr::port);
+    tracing::info!(port, "bff configuration: {settings}");
+    let server = server
+        .shutdown_timeout(settings.shutdown_grace.as_secs())
+        .run();
     Ok((server, port))
+}
+
+/// Connections the kernel holds for bff before it accepts them.
+const LISTEN_BACKLOG: u32 = 2048;
+
+/// The most client connections at once (from `BFF_MAX_CONNECTIONS`, or what the open-file
+/// limit allows) and the worker threads to share them.
+fn connection_limit(settings: &Settings) -> (usize, usize) {
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let reserve = descriptors::RESERVE
+        + settings
+            .helicone
+            .as_ref()
+            .map_or(0, |helicone| helicone.concurrency as u64);
+    let budget = match descriptors::open_file_limit() {
+        Ok(limit) => descriptors::max_connections(limit, reserve),
+        Err(error) => {
+            tracing::warn!(%error, "the open-file limit is unknown; connections are not capped by it");
+            usize::MAX
+        }
+    };
+    let connections = match settings.max_connections {
+        Some(wanted) if wanted > budget => {
+            tracing::warn!(
+                wanted,
+                budget,
+                "BFF_MAX_CONNECTIONS is more than the open-file limit allows; past the budget, accepting would fail with too many open files"
+            );
+            wanted
+        }
+        Some(wanted) => wanted,
+        None => budget.min(1_000_000),
+    };
+    tracing::info!(
+        max_connections = connections,
+        workers,
+        "accepting at most {connections} connections at once"
+    );
+    (connections, workers)
 }
 
 /// The quota engine: counters in Redis, or in process with spend kept in a file.

@@ -79,6 +79,17 @@ fn serve(settings: Settings) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match bff_api::descriptors::raise_open_file_limit() {
+        Ok(files) => tracing::info!(
+            soft_before = files.before,
+            soft = files.soft,
+            hard = files.hard,
+            "open-file limit: soft {} raised to the hard limit {}",
+            files.before,
+            files.hard
+        ),
+        Err(error) => tracing::warn!(%error, "the open-file limit could not be raised"),
+    }
     let result = actix_web::rt::System::new().block_on(async move {
         let application = Application::build(settings).await?;
         application

@@ -14,8 +14,9 @@ use std::time::Duration;
 use url::Url;
 
 /// Every variable bff reads (its own and bff-auth's); `.env.example` must document them all.
-pub const ENV_VARIABLES: [&str; 44] = [
+pub const ENV_VARIABLES: [&str; 45] = [
     "BFF_BIND",
+    "BFF_MAX_CONNECTIONS",
     "BFF_DATA_DIR",
     "LITELLM_URL",
     "LITELLM_API_KEY",
@@ -172,6 +173,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Most client connections at once; `None`: what the open-file limit allows.
+    pub max_connections: Option<usize>,
     /// Allowed CORS origins; empty means CORS off.
     pub cors_allowed_origins: Vec<String>,
     /// Whether `/metrics` needs the `metrics` permission.
@@ -261,6 +264,10 @@ impl Settings {
                 1024..=256 << 20,
             )?)
             .unwrap_or(10 << 20),
+            max_connections: get("BFF_MAX_CONNECTIONS")
+                .map(|_| number(&get, "BFF_MAX_CONNECTIONS", 0, 1..=1_000_000))
+                .transpose()?
+                .map(|n| usize::try_from(n).unwrap_or(1_000_000)),
             cors_allowed_origins: get("CORS_ALLOWED_ORIGINS")
                 .map(|value| {
                     value

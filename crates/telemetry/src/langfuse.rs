@@ -268,6 +268,12 @@ impl LangfuseSink {
             "langfuse.observation.metadata.finish_reason",
             record.finish_reason.as_deref(),
         );
+        if let Some(status) = record.upstream_status {
+            generation.push(int(
+                "langfuse.observation.metadata.upstream_status",
+                i64::from(status),
+            ));
+        }
         if record.capture_truncated {
             generation.push(text(
                 "langfuse.observation.metadata.capture_truncated",

@@ -7,12 +7,13 @@ pub mod ops;
 pub mod quota;
 
 /// Every route bff serves, as `(method, path)`; the deploy kit's routes must point at these.
-pub const ROUTES: [(&str, &str); 18] = [
+pub const ROUTES: [(&str, &str); 19] = [
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/monitoring"),
     ("GET", "/monitoring.js"),
     ("GET", "/monitoring.css"),
+    ("GET", "/monitoring.svg"),
     ("GET", "/metrics"),
     ("POST", "/chat/completions"),
     ("POST", "/chat/stream"),
@@ -44,6 +45,7 @@ pub fn configure(config: &mut web::ServiceConfig, gate: &Gate, metrics_require_a
         .route("/monitoring", web::get().to(ops::monitoring)) // public page; its data needs credentials
         .route("/monitoring.js", web::get().to(ops::monitoring_script)) // public
         .route("/monitoring.css", web::get().to(ops::monitoring_style)) // public
+        .route("/monitoring.svg", web::get().to(ops::monitoring_icon)) // public
         .service(
             web::resource("/metrics") // public unless METRICS_REQUIRE_AUTH
                 .wrap(Condition::new(metrics_require_auth, gate.require(METRICS)))

@@ -34,6 +34,11 @@ pub async fn monitoring_script() -> HttpResponse {
     )
 }
 
+/// The monitoring page's icon.
+pub async fn monitoring_icon() -> HttpResponse {
+    asset("image/svg+xml", include_str!("../../static/monitoring.svg"))
+}
+
 /// The monitoring page's style sheet.
 pub async fn monitoring_style() -> HttpResponse {
     asset(

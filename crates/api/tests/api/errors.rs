@@ -154,3 +154,38 @@ async fn success_through_the_mock_returns_litellm_bytes() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), CHAT_BODY);
 }
+
+#[tokio::test]
+async fn a_record_keeps_the_status_the_client_got_and_the_upstreams_apart() {
+    let app = spawn_app().await;
+    app.telemetry_up().await;
+    // LiteLLM 1.108.7's answer to a model it does not know (recorded): 400.
+    wiremock::Mock::given(wiremock::matchers::path("/v1/chat/completions"))
+        .respond_with(wiremock::ResponseTemplate::new(400).set_body_json(serde_json::json!({"error": {
+            "message": "/chat/completions: Invalid model name passed in model=no-such-model. Call `/v1/models` to view available models for your key.",
+            "type": "invalid_request_error", "param": null, "code": "400"}})))
+        .mount(&app.litellm)
+        .await;
+    let token = app.user("alice", "user").await;
+    let response = app
+        .post_json(
+            "/v1/chat/completions",
+            &token,
+            &chat_body("no-such-model", false),
+        )
+        .await;
+    assert_eq!(response.status(), 404);
+    let log = &received(&app.helicone, "/custom/v1/log", 1).await[0];
+    let log: Value = serde_json::from_slice(&log.body).unwrap();
+    assert_eq!(
+        log["providerResponse"]["status"], 404,
+        "what the client got"
+    );
+    let spans = app.langfuse_spans().await;
+    let generation = &spans["bff-chat"];
+    assert_eq!(
+        generation["langfuse.observation.metadata.upstream_status"],
+        "400"
+    );
+    assert!(generation["langfuse.observation.status_message"].starts_with("model_not_found"));
+}

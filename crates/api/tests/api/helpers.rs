@@ -288,6 +288,38 @@ impl TestApp {
         protobuf
     }
 
+    /// The attributes of every span of the first OTLP export, by span name, as text.
+    pub async fn langfuse_spans(&self) -> HashMap<String, HashMap<String, String>> {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+        use prost::Message as _;
+        let request =
+            ExportTraceServiceRequest::decode(self.langfuse_export().await.as_slice()).unwrap();
+        let spans = request
+            .resource_spans
+            .iter()
+            .flat_map(|resource| &resource.scope_spans)
+            .flat_map(|scope| &scope.spans);
+        spans
+            .map(|span| {
+                let attributes = span
+                    .attributes
+                    .iter()
+                    .filter_map(|kv| {
+                        let text = match kv.value.as_ref()?.value.as_ref()? {
+                            Any::StringValue(text) => text.clone(),
+                            Any::IntValue(number) => number.to_string(),
+                            Any::BoolValue(flag) => flag.to_string(),
+                            other => format!("{other:?}"),
+                        };
+                        Some((kv.key.clone(), text))
+                    })
+                    .collect();
+                (span.name.clone(), attributes)
+            })
+            .collect()
+    }
+
     /// Telemetry endpoints accepting everything.
     pub async fn telemetry_up(&self) {
         Mock::given(method("POST"))

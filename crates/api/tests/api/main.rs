@@ -8,6 +8,7 @@
 )] // a panic is a failed test
 
 mod chat;
+mod descriptors;
 mod errors;
 mod helpers;
 mod observability;

@@ -280,5 +280,9 @@ async fn the_monitoring_page_is_public_html_and_its_data_is_not() {
     let script = script.text().await.unwrap();
     assert!(script.contains("/observability/health") && script.contains("/observability/usage"));
     assert_eq!(app.get("/monitoring.css", None).await.status(), 200);
+    // The page names its icon, so a browser does not ask for a /favicon.ico that is not there.
+    assert!(page.contains(r#"rel="icon" type="image/svg+xml" href="/monitoring.svg""#));
+    let icon = app.get("/monitoring.svg", None).await;
+    assert_eq!(icon.headers()["content-type"], "image/svg+xml");
     assert_eq!(app.get("/observability/health", None).await.status(), 401);
 }

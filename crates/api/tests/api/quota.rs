@@ -2,9 +2,8 @@
 //! disconnect), the report — in process, and in a real Redis shared by two bff instances.
 
 use crate::helpers::*;
+use bff_quota::test_support::RedisServer;
 use serde_json::{Value, json};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -81,13 +80,18 @@ async fn a_request_past_the_limit_is_a_429_that_never_reaches_litellm() {
         .parse()
         .unwrap();
     assert!((1..=60).contains(&wait), "{wait}");
+    // The same headers as an admitted request, at zero.
+    assert_eq!(refused.headers()["x-ratelimit-limit-requests"], "2");
+    assert_eq!(refused.headers()["x-ratelimit-remaining-requests"], "0");
+    assert!(refused.headers().contains_key("x-ratelimit-reset-requests"));
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("2 requests per minute"), "{message}");
+    // One number of seconds, in the body and in Retry-After.
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("2 requests per minute")
+        message.ends_with(&format!("try again in {wait}s")),
+        "{message} / {wait}"
     );
     // Another user has their own window.
     let alice = app.user("alice", "user").await;
@@ -247,47 +251,7 @@ async fn a_user_sees_their_own_quota_and_an_admin_anyones() {
     assert_eq!(bobs["scopes"][0]["used"]["requests_this_minute"], 1);
 }
 
-/// A real `redis-server` on a free loopback port, stopped when dropped.
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is needed for these tests: apt-get install redis-server (.ci/run does)");
-        // From here `Drop` stops the server, whatever happens next.
-        let redis = Self {
-            child,
-            url: format!("redis://127.0.0.1:{port}/0"),
-        };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return redis;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server did not start");
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn replica(name: &str, limits: &str, redis: &Redis, fail_mode: &str) -> TestApp {
+async fn replica(name: &str, limits: &str, redis: &RedisServer, fail_mode: &str) -> TestApp {
     let app = limited_app(
         name,
         limits,
@@ -303,7 +267,9 @@ async fn replica(name: &str, limits: &str, redis: &Redis, fail_mode: &str) -> Te
 
 #[tokio::test]
 async fn two_replicas_sharing_redis_enforce_one_limit_and_see_one_spend() {
-    let redis = Redis::start();
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let limits = "requests_per_minute = 5\nmonthly_budget_usd = 100.0";
     let one = replica("redis-a", limits, &redis, "closed").await;
     let two = replica("redis-b", limits, &redis, "closed").await;
@@ -359,15 +325,16 @@ async fn two_replicas_sharing_redis_enforce_one_limit_and_see_one_spend() {
 
 #[tokio::test]
 async fn with_redis_gone_the_fail_mode_holds_and_nothing_hangs() {
-    let mut redis = Redis::start();
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
     let limits = "requests_per_minute = 100";
     let closed = replica("gone-closed", limits, &redis, "closed").await;
     let open = replica("gone-open", limits, &redis, "open").await;
     let token_closed = closed.user("bob", "user").await;
     let token_open = open.user("bob", "user").await;
     assert_eq!(chat(&closed, &token_closed).await.status(), 200);
-    let _ = redis.child.kill();
-    let _ = redis.child.wait();
+    redis.kill();
     let started = std::time::Instant::now();
     let refused = chat(&closed, &token_closed).await;
     assert_eq!(refused.status(), 503);

@@ -316,3 +316,59 @@ async fn a_client_that_leaves_before_the_first_byte_frees_its_slot_and_drops_the
         .count();
     assert_eq!(abandoned, 2);
 }
+
+/// A stream whose answer is `bytes` long, in chunks of 10 kB.
+fn long_stream(bytes: usize) -> String {
+    let piece = "x".repeat(10_000);
+    let mut body = String::new();
+    for _ in 0..bytes / piece.len() {
+        body.push_str(&format!(
+            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{piece}\"}}}}]}}\n\n"
+        ));
+    }
+    body.push_str("data: [DONE]\n\n");
+    body
+}
+
+/// The generation's captured answer and whether it is marked cut, with `limit` as the one
+/// capture limit.
+async fn captured(limit: usize, answer: usize) -> (usize, bool) {
+    let app = spawn_with(Options {
+        vars: vec![("TELEMETRY_MAX_CAPTURE_BYTES", limit.to_string())],
+        ..Options::default()
+    })
+    .await;
+    app.telemetry_up().await;
+    wiremock::Mock::given(wiremock::matchers::path("/v1/chat/completions"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_raw(long_stream(answer), "text/event-stream"),
+        )
+        .mount(&app.litellm)
+        .await;
+    let token = app.user("alice", "user").await;
+    let response = app
+        .post_json("/chat/stream", &token, &chat_body("fake-gpt", true))
+        .await;
+    assert!(
+        response.text().await.unwrap().len() > answer,
+        "the client gets it all"
+    );
+    let spans = app.langfuse_spans().await;
+    let generation = &spans["bff-chat"];
+    (
+        generation["langfuse.observation.output"].len(),
+        generation
+            .get("langfuse.observation.metadata.capture_truncated")
+            .is_some(),
+    )
+}
+
+#[tokio::test]
+async fn one_capture_limit_cuts_and_marks_a_streamed_answer() {
+    // Past the stream's old fixed 1 MiB: kept whole under a 2 MiB limit.
+    assert_eq!(captured(2 << 20, 1_500_000).await, (1_500_000, false));
+    // Under a small limit: cut to it, and marked.
+    let (kept, marked) = captured(1000, 50_000).await;
+    assert!(kept <= 1000 && marked, "{kept} {marked}");
+}
