@@ -2,8 +2,9 @@
 
 An asyncio upstream streams SSE chunks at a fixed pace, and the client side measures, for the
 upstream directly and through bff, in alternating runs: time to first token, the gap between
-chunks, how long bff takes to close the upstream request after a client leaves a paused stream,
-and bff's memory idle and with many slow streams open at once. Loopback only.
+chunks, how long bff takes to close the upstream request after a client leaves (while the model
+thinks before its first byte, and during a paused stream), and bff's memory idle and with many
+slow streams open at once. Loopback only.
 """
 
 import asyncio
@@ -26,10 +27,12 @@ def chunk(data: bytes) -> bytes:
 
 class Upstream:
     """SSE chat completions: `pace_ms` between chunks; a prompt "pause" sends one chunk and then
-    nothing, recording when the caller closed the request (`closed_at`)."""
+    nothing, and a prompt "think" nothing at all (a model before its first token), each recording
+    when the caller closed the request (`closed_at`)."""
 
     def __init__(self):
         self.closed_at: list = []
+        self.thinking = 0  # "think" requests received
         self.active = 0  # streams being sent
 
     async def handle(self, reader, writer):
@@ -55,8 +58,13 @@ class Upstream:
             self.active -= 1
 
     async def stream(self, body: dict, reader, writer):
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         prompt = body.get("messages", [{}])[-1].get("content", "")
+        if prompt.startswith("think"):
+            self.thinking += 1
+            await reader.read()  # no answer yet: only the caller closing ends this
+            self.closed_at.append(time.monotonic())
+            raise ConnectionError
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         pace = float(prompt.split("pace=")[1]) / 1000 if "pace=" in prompt else PACE_MS / 1000
         if prompt.startswith("pause"):
             writer.write(chunk(EVENT))
@@ -150,6 +158,27 @@ async def disconnect_delay(port: int, token: str, upstream: Upstream) -> float:
     return (upstream.closed_at[-1] - left) * 1000 if len(upstream.closed_at) > before else float("inf")
 
 
+async def first_byte_delay(port: int, token: str, upstream: Upstream, stream: bool) -> float:
+    """Milliseconds from a client leaving while the model has not answered yet (the upstream
+    holds the request, silent) to the upstream request closing."""
+    before, thinking = len(upstream.closed_at), upstream.thinking
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = json.dumps({"model": "bench-model", "stream": stream,
+                       "messages": [{"role": "user", "content": "think"}]}).encode()
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                 + f"Authorization: Bearer {token}\r\n".encode()
+                 + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    await writer.drain()
+    deadline = time.monotonic() + 10
+    while upstream.thinking == thinking and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)  # until the upstream has the request
+    writer.close()
+    left = time.monotonic()
+    while len(upstream.closed_at) == before and time.monotonic() < left + 10:
+        await asyncio.sleep(0.001)
+    return (upstream.closed_at[-1] - left) * 1000 if len(upstream.closed_at) > before else float("inf")
+
+
 def rss_kib(pid: int) -> tuple:
     """(VmRSS, VmHWM) of a process, in KiB."""
     fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status", encoding="utf-8"))
@@ -184,9 +213,10 @@ async def measure(ports: dict, token: str, pid: int, upstream: Upstream) -> dict
             gaps[name].extend(between)
     kept = await kept_alive_firsts(ports, token)
     delays = [await disconnect_delay(ports["bff"], token, upstream) for _ in range(10)]
+    early = [await first_byte_delay(ports["bff"], token, upstream, stream) for stream in (True, False) * 5]
     loaded = await many_open(ports["bff"], token, pid)
-    return {"firsts": firsts, "kept": kept, "gaps": gaps, "delays": delays, "idle_kib": idle,
-            "loaded_kib": loaded}
+    return {"firsts": firsts, "kept": kept, "gaps": gaps, "delays": delays, "early": early,
+            "idle_kib": idle, "loaded_kib": loaded}
 
 
 def run(ports: dict, token: str, pid: int) -> dict:
@@ -226,6 +256,9 @@ def report_lines(results: dict) -> list:
         "",
         f"- Client leaves a paused stream → upstream request closed: median **{statistics.median(delays):.1f} ms**, "
         f"max {max(delays):.1f} ms over {len(delays)} tries (target ≤ 100 ms).",
+        f"- Client leaves before the first byte (streaming or not) → upstream request closed: median "
+        f"**{statistics.median(results['early']):.1f} ms**, max {max(results['early']):.1f} ms over "
+        f"{len(results['early'])} tries (target ≤ 100 ms).",
         f"- bff RSS idle: **{results['idle_kib'] / 1024:.1f} MB**; with {OPEN_STREAMS} slow streams open: "
         f"**{results['loaded_kib'] / 1024:.1f} MB** (targets ≤ 20 MB, ≤ 100 MB).",
     ]

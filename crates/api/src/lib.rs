@@ -46,7 +46,8 @@ use actix_web::{App, HttpServer, web};
 use bff_auth::{ConfigError, Gate};
 use bff_providers::{ClientBuildError, LiteLlm, LiteLlmClient, LiteLlmConfig};
 use bff_quota::{
-    BackendError, Clock, Counters, LocalCounters, Quota, RedisCounters, SystemClock, run_writer,
+    BackendError, Clock, Counters, LocalCounters, Quota, RedisConnection, RedisCounters,
+    SystemClock, run_writer,
 };
 use bff_telemetry::{
     HeliconeConfig, HeliconeSink, LangfuseConfig, LangfuseSink, Pipeline, PipelineConfig,
@@ -136,9 +137,16 @@ impl Application {
                 .map(|helicone| (helicone.api_url.clone(), helicone.api_key.clone())),
         )
         .map_err(|error| StartupError::Http(error.to_string()))?;
-        let quota = build_quota(&settings)?;
+        let redis = match &settings.redis_url {
+            Some(url) => Some(Arc::new(
+                RedisConnection::new(url.expose(), REDIS_CONNECT_TIMEOUT)
+                    .map_err(|error| StartupError::Quota(BackendError(error)))?,
+            )),
+            None => None,
+        };
+        let quota = build_quota(&settings, redis.clone())?;
         let open_streams = Arc::new(AtomicU64::new(0));
-        let (reporting, recorder) = build_reporting(&settings, Arc::clone(&open_streams))?;
+        let (reporting, recorder) = build_reporting(&settings, redis, Arc::clone(&open_streams))?;
         let metrics = Arc::new(Metrics::default());
         spawn_upkeep(Arc::downgrade(&metrics));
         let subscribers: Vec<Box<dyn Subscriber>> = vec![
@@ -312,13 +320,13 @@ fn connection_limit(settings: &Settings) -> (usize, usize) {
 }
 
 /// The quota engine: counters in Redis, or in process with spend kept in a file.
-fn build_quota(settings: &Settings) -> Result<Arc<Quota>, StartupError> {
+fn build_quota(
+    settings: &Settings,
+    redis: Option<Arc<RedisConnection>>,
+) -> Result<Arc<Quota>, StartupError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let counters: Arc<dyn Counters> = match (&settings.redis_url, &settings.quota.store_path) {
-        (Some(url), _) => Arc::new(
-            RedisCounters::new(url.expose(), settings.quota.redis_timeout)
-                .map_err(StartupError::Quota)?,
-        ),
+    let counters: Arc<dyn Counters> = match (redis, &settings.quota.store_path) {
+        (Some(redis), _) => Arc::new(RedisCounters::new(redis, settings.quota.redis_timeout)),
         (None, Some(path)) => {
             let local = Arc::new(LocalCounters::persistent(path).map_err(StartupError::Quota)?);
             tokio::spawn(run_writer(Arc::downgrade(&local), Arc::clone(&clock)));
@@ -339,22 +347,23 @@ fn build_quota(settings: &Settings) -> Result<Arc<Quota>, StartupError> {
 /// How long the reports wait for Redis: they are read by people, not on the request path.
 const USAGE_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long opening the Redis connection may take (each call has its own, shorter bound).
+const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The usage store (Redis, or a file) and its writer; the recorder is its subscriber.
 fn build_reporting(
     settings: &Settings,
+    redis: Option<Arc<RedisConnection>>,
     open_streams: Arc<AtomicU64>,
 ) -> Result<(Arc<Reporting>, Recorder), StartupError> {
     let usage = &settings.usage;
-    let store: Arc<dyn UsageStore> = match (&settings.redis_url, &usage.store_path) {
-        (Some(url), _) => Arc::new(
-            RedisStore::new(
-                url.expose(),
-                USAGE_REDIS_TIMEOUT,
-                Duration::from_secs(usage.retention_days * 86_400),
-                usage.recent_max,
-            )
-            .map_err(StartupError::Usage)?,
-        ),
+    let store: Arc<dyn UsageStore> = match (redis, &usage.store_path) {
+        (Some(redis), _) => Arc::new(RedisStore::new(
+            redis,
+            USAGE_REDIS_TIMEOUT,
+            Duration::from_secs(usage.retention_days * 86_400),
+            usage.recent_max,
+        )),
         (None, Some(path)) => {
             Arc::new(EmbeddedStore::open(path, usage.recent_max).map_err(StartupError::Usage)?)
         }

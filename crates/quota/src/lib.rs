@@ -35,6 +35,8 @@
 //! ```
 
 pub mod calendar;
+#[cfg(feature = "redis")]
+mod connection;
 mod engine;
 mod limits;
 mod local;
@@ -44,6 +46,8 @@ pub mod table;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
+#[cfg(feature = "redis")]
+pub use connection::{RedisConnection, RedisFailure};
 pub use engine::Quota;
 pub use engine::{
     BackendError, BackendErrors, Clock, Counters, Exceeded, FailMode, Kind, QuotaError,

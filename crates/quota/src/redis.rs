@@ -11,15 +11,15 @@
 //! keeps its data: run it with persistence (AOF or RDB) for budgets to survive a Redis restart.
 
 use crate::calendar::Windows;
+use crate::connection::RedisConnection;
 use crate::engine::{
     BackendError, Counters, Exceeded, Kind, Settlement, Used, Verdict, counts_as_task,
 };
 use crate::table::{Scope, ScopeKey};
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script};
+use redis::Script;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::OnceCell;
 
 /// Keys per scope, in the order the scripts use them.
 const KEYS_PER_SCOPE: usize = 8;
@@ -109,8 +109,7 @@ return {get(KEYS[1]), get(KEYS[2]), get(KEYS[3]),
 
 /// Counters in Redis.
 pub struct RedisCounters {
-    client: Client,
-    connection: OnceCell<ConnectionManager>,
+    connection: Arc<RedisConnection>,
     timeout: Duration,
     admit: Script,
     settle: Script,
@@ -118,47 +117,29 @@ pub struct RedisCounters {
 }
 
 impl RedisCounters {
-    /// Counters at `url` (`redis://host:port/db`); connects on first use, so bff starts even
-    /// while Redis is down (the fail mode then applies). Every call is cut off after `timeout`.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, BackendError> {
-        let client = Client::open(url).map_err(|error| BackendError(error.to_string()))?;
-        Ok(Self {
-            client,
-            connection: OnceCell::new(),
+    /// Counters on `connection` (which may be shared); every call is cut off after `timeout`,
+    /// past which the engine applies its fail mode.
+    pub fn new(connection: Arc<RedisConnection>, timeout: Duration) -> Self {
+        Self {
+            connection,
             timeout,
             admit: Script::new(ADMIT),
             settle: Script::new(SETTLE),
             used: Script::new(USED),
-        })
+        }
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, BackendError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(1);
-        let connect = ConnectionManager::new_with_config(self.client.clone(), config);
-        self.connection
-            .get_or_try_init(|| async {
-                tokio::time::timeout(self.timeout, connect)
-                    .await
-                    .map_err(|_| BackendError("Redis: connection timed out".into()))?
-                    .map_err(|error| BackendError(format!("Redis: {error}")))
-            })
-            .await
-            .cloned()
-    }
-
-    /// Runs `invocation` on a connection within the timeout.
+    /// Runs `invocation` within the timeout.
     async fn run<T: redis::FromRedisValue>(
         &self,
         invocation: redis::ScriptInvocation<'_>,
     ) -> Result<T, BackendError> {
-        let mut connection = self.connection().await?;
-        tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
+        self.connection
+            .query(self.timeout, async |connection| {
+                invocation.invoke_async(connection).await
+            })
             .await
-            .map_err(|_| BackendError("Redis: no answer in time".into()))?
-            .map_err(|error| BackendError(format!("Redis: {error}")))
+            .map_err(BackendError)
     }
 }
 
@@ -312,14 +293,12 @@ impl Counters for RedisCounters {
     }
 
     async fn ping(&self) -> Result<(), BackendError> {
-        let mut connection = self.connection().await?;
-        tokio::time::timeout(
-            self.timeout,
-            redis::cmd("PING").query_async::<String>(&mut connection),
-        )
-        .await
-        .map_err(|_| BackendError("Redis: no answer in time".into()))?
-        .map(|_| ())
-        .map_err(|error| BackendError(format!("Redis: {error}")))
+        self.connection
+            .query(self.timeout, async |connection| {
+                redis::cmd("PING").query_async::<String>(connection).await
+            })
+            .await
+            .map(|_| ())
+            .map_err(BackendError)
     }
 }

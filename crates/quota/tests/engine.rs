@@ -9,8 +9,8 @@
 
 use bff_quota::test_support::{ManualClock, RedisServer};
 use bff_quota::{
-    Counters, FailMode, Kind, LimitPolicy, Limits, LocalCounters, Quota, QuotaError, RedisCounters,
-    Scope, ScopeKey, Spend, Subject,
+    Counters, FailMode, Kind, LimitPolicy, Limits, LocalCounters, Quota, QuotaError,
+    RedisConnection, RedisCounters, Scope, ScopeKey, Spend, Subject,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +49,9 @@ async fn each_backend(test: impl AsyncFn(Arc<dyn Counters>, Arc<ManualClock>)) {
     )
     .await;
     if let Some(redis) = RedisServer::start() {
-        let counters = RedisCounters::new(&redis.url, Duration::from_secs(2)).unwrap();
+        let connection =
+            Arc::new(RedisConnection::new(&redis.url, Duration::from_secs(2)).unwrap());
+        let counters = RedisCounters::new(connection, Duration::from_secs(2));
         test(Arc::new(counters), Arc::new(ManualClock::at(T0))).await;
     }
 }
@@ -116,13 +118,18 @@ async fn tokens_count_after_the_call_and_refuse_for_the_rest_of_the_minute() {
     .await;
 }
 
-/// Waits (on counted events, not time) until `user`'s account shows `check`.
+/// Waits until `user`'s account shows `check` (settlement runs off the request path).
 async fn settle_until(quota: &Quota, user: &str, check: impl Fn(&bff_quota::Used) -> bool) {
+    scope_until(quota, &ScopeKey::User(user.into()), check).await;
+}
+
+/// Waits until `scope` shows `check`.
+async fn scope_until(quota: &Quota, scope: &ScopeKey, check: impl Fn(&bff_quota::Used) -> bool) {
     for _ in 0..500 {
         settle_tasks().await;
         let used = quota
             .counters()
-            .used(&ScopeKey::User(user.into()), &quota.windows())
+            .used(scope, &quota.windows())
             .await
             .unwrap();
         if check(&used) {
@@ -256,18 +263,8 @@ async fn a_shared_budget_spent_by_one_member_refuses_the_next() {
             tokens: 1,
             cost_usd: 0.75,
         });
-        for _ in 0..500 {
-            settle_tasks().await;
-            let used = quota
-                .counters()
-                .used(&ScopeKey::Group("support".into()), &quota.windows())
-                .await
-                .unwrap();
-            if used.spent_today_usd > 0.5 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        let support = ScopeKey::Group("support".into());
+        scope_until(&quota, &support, |used| used.spent_today_usd > 0.5).await;
         let refused = quota
             .admit(policy.scopes(&member("bob"), "m"), Kind::Chat, "r2")
             .await
@@ -431,8 +428,13 @@ async fn the_fail_mode_decides_when_redis_is_gone_and_nothing_hangs() {
         requests_per_minute: Some(1),
         ..Limits::default()
     };
-    let counters =
-        |_: ()| Arc::new(RedisCounters::new(&redis.url, Duration::from_millis(200)).unwrap());
+    let counters = |_: ()| {
+        let connection = RedisConnection::new(&redis.url, Duration::from_millis(200)).unwrap();
+        Arc::new(RedisCounters::new(
+            Arc::new(connection),
+            Duration::from_millis(200),
+        ))
+    };
     let closed = engine(counters(()), Arc::new(ManualClock::at(T0)));
     let open = Arc::new(Quota::new(
         counters(()),

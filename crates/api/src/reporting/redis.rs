@@ -14,12 +14,13 @@
 use crate::reporting::model::{Person, RowKey, Subject, TraceItem, UsageTotals};
 use crate::reporting::store::{Batch, StoreError, UsageStore};
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script};
+use bff_quota::RedisConnection;
+use redis::Script;
+use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::OnceCell;
 
 const WRITE: &str = r"
 if not redis.call('SET', 'bff:usage:batch:' .. ARGV[1], '1', 'NX', 'EX', 86400) then return 0 end
@@ -55,64 +56,40 @@ return 1
 
 /// The store.
 pub struct RedisStore {
-    client: Client,
-    connection: OnceCell<ConnectionManager>,
+    connection: Arc<RedisConnection>,
     timeout: Duration,
     retention: Duration,
     max_recent: usize,
     write: Script,
 }
 
-fn failed(error: impl std::fmt::Display) -> StoreError {
-    StoreError(format!("Redis: {error}"))
-}
-
 impl RedisStore {
-    /// The store at `url`; connects on first use, so bff starts while Redis is down. Every call
-    /// is cut off after `timeout`; day rows expire after `retention`.
+    /// The store on `connection` (shared with the quota counters); every call is cut off after
+    /// `timeout`; day rows expire after `retention`.
     pub fn new(
-        url: &str,
+        connection: Arc<RedisConnection>,
         timeout: Duration,
         retention: Duration,
         max_recent: usize,
-    ) -> Result<Self, StoreError> {
-        Ok(Self {
-            client: Client::open(url).map_err(failed)?,
-            connection: OnceCell::new(),
+    ) -> Self {
+        Self {
+            connection,
             timeout,
             retention,
             max_recent,
             write: Script::new(WRITE),
-        })
-    }
-
-    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(1);
-        let connect = ConnectionManager::new_with_config(self.client.clone(), config);
-        self.connection
-            .get_or_try_init(|| async {
-                tokio::time::timeout(self.timeout, connect)
-                    .await
-                    .map_err(|_| failed("connection timed out"))?
-                    .map_err(failed)
-            })
-            .await
-            .cloned()
+        }
     }
 
     /// Runs `command` within the timeout.
-    async fn query<T: redis::FromRedisValue>(
+    async fn query<T>(
         &self,
         command: impl AsyncFnOnce(&mut ConnectionManager) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
-        let mut connection = self.connection().await?;
-        tokio::time::timeout(self.timeout, command(&mut connection))
+        self.connection
+            .query(self.timeout, command)
             .await
-            .map_err(|_| failed("no answer in time"))?
-            .map_err(failed)
+            .map_err(StoreError)
     }
 }
 
@@ -345,13 +322,9 @@ mod tests {
         let Some(redis) = RedisServer::start() else {
             return;
         };
-        let store = RedisStore::new(
-            &redis.url,
-            Duration::from_secs(2),
-            Duration::from_secs(3600),
-            10,
-        )
-        .unwrap();
+        let connection = RedisConnection::new(&redis.url, Duration::from_secs(2)).unwrap();
+        let two = Duration::from_secs(2);
+        let store = RedisStore::new(Arc::new(connection), two, Duration::from_secs(3600), 10);
         store.write(&batch("r1:1")).await.unwrap();
         store.write(&batch("r1:1")).await.unwrap(); // the same id: already applied
         let rows = store.rows("2026-01-01", "2026-01-01", None).await.unwrap();

@@ -160,12 +160,12 @@ async fn a_record_keeps_the_status_the_client_got_and_the_upstreams_apart() {
     let app = spawn_app().await;
     app.telemetry_up().await;
     // LiteLLM 1.108.7's answer to a model it does not know (recorded): 400.
-    wiremock::Mock::given(wiremock::matchers::path("/v1/chat/completions"))
-        .respond_with(wiremock::ResponseTemplate::new(400).set_body_json(serde_json::json!({"error": {
-            "message": "/chat/completions: Invalid model name passed in model=no-such-model. Call `/v1/models` to view available models for your key.",
-            "type": "invalid_request_error", "param": null, "code": "400"}})))
-        .mount(&app.litellm)
-        .await;
+    app.litellm_error(
+        400,
+        "invalid_request_error",
+        "/chat/completions: Invalid model name passed in model=no-such-model. Call `/v1/models` to view available models for your key.",
+    )
+    .await;
     let token = app.user("alice", "user").await;
     let response = app
         .post_json(

@@ -257,6 +257,16 @@ impl TestApp {
             .await;
     }
 
+    /// LiteLLM's chat endpoint failing with `status` and LiteLLM's error body (`type`, `code`).
+    pub async fn litellm_error(&self, status: u16, error_type: &str, message: &str) {
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .respond_with(ResponseTemplate::new(status).set_body_json(json!({"error": {
+                "message": message, "type": error_type, "param": null, "code": status.to_string()}})))
+            .mount(&self.litellm)
+            .await;
+    }
+
     /// LiteLLM's chat endpoint answering a recorded stream (with the usage chunk).
     pub async fn litellm_stream(&self) {
         Mock::given(method("POST"))

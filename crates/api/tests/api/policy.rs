@@ -282,13 +282,12 @@ async fn client_metadata_never_reaches_litellms_controls() {
 #[tokio::test]
 async fn a_body_field_litellm_refuses_is_the_callers_error_not_the_operators() {
     let app = spawn_app().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": {
-            "message": "Authentication Error, Rejected Request: api_base is not allowed in request body. Enable with `general_settings::allow_client_side_credentials` on proxy config.yaml.",
-            "type": "auth_error", "param": "None", "code": "401"}})))
-        .mount(&app.litellm)
-        .await;
+    app.litellm_error(
+        401,
+        "auth_error",
+        "Authentication Error, Rejected Request: api_base is not allowed in request body. Enable with `general_settings::allow_client_side_credentials` on proxy config.yaml.",
+    )
+    .await;
     let token = app.user("alice", "user").await;
     let response = app
         .post_json(
