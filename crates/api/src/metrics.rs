@@ -11,7 +11,8 @@
 //! | `bff_quota_refusals_total` | counter | `kind` (`requests`, `tasks`, `tokens`, `concurrency`, `daily_budget`, …, `unavailable`) |
 //! | `bff_quota_backend_seconds` | histogram | `op` (`admit`) — time the quota counters took |
 //! | `bff_quota_backend_errors_total` | counter | `op` (`admit`, `settle`) |
-//! | `bff_telemetry_records_total` | counter | `sink`, `state` (`queued`, `exported`, `retried`, `spooled`, `replayed`, `rejected`, `dropped`) |
+//! | `bff_telemetry_records_total` | counter | `sink`, `state` (`queued`, `exported`, `retried`, `spooled`, `replayed`, `rejected`, `dropped`, `unconfirmed`) |
+//! | `bff_telemetry_ambiguous_retries_total` | counter | `sink` — records sent once more after an export's answer was lost |
 //! | `bff_usage_exchanges_total` | counter | `state` (`recorded`, `dropped`) — exchanges the usage store took |
 //! | `bff_usage_waiting_exchanges` | gauge | — exchanges counted but not yet written (the store is down or slow) |
 //!
@@ -55,10 +56,11 @@ const QUOTA_REFUSALS: &str = "bff_quota_refusals_total";
 const QUOTA_BACKEND: &str = "bff_quota_backend_seconds";
 const QUOTA_BACKEND_ERRORS: &str = "bff_quota_backend_errors_total";
 const TELEMETRY_RECORDS: &str = "bff_telemetry_records_total";
+const TELEMETRY_AMBIGUOUS: &str = "bff_telemetry_ambiguous_retries_total";
 const USAGE_EXCHANGES: &str = "bff_usage_exchanges_total";
 const USAGE_WAITING: &str = "bff_usage_waiting_exchanges";
 
-const HELP: [(&str, &str); 12] = [
+const HELP: [(&str, &str); 13] = [
     (
         REQUESTS,
         "HTTP requests by route, method and status (499: the client left before an answer).",
@@ -93,6 +95,10 @@ const HELP: [(&str, &str); 12] = [
         "Quota counter calls that failed (unreachable or slow), by operation.",
     ),
     (TELEMETRY_RECORDS, "Telemetry records per sink and state."),
+    (
+        TELEMETRY_AMBIGUOUS,
+        "Telemetry records sent once more because the answer to an export was lost (the destination may have taken them: each may be one duplicate).",
+    ),
     (
         USAGE_EXCHANGES,
         "Finished exchanges the usage store took, or dropped because its queue was full.",
@@ -271,6 +277,8 @@ impl Metrics {
                 let labels = vec![("sink", stats.sink.clone()), ("state", state.to_owned())];
                 absolute(TELEMETRY_RECORDS, labels, value);
             }
+            let sink = vec![("sink", stats.sink.clone())];
+            absolute(TELEMETRY_AMBIGUOUS, sink, stats.ambiguous_retries);
         }
         let (recorded, dropped, waiting) = snapshot.usage;
         absolute(

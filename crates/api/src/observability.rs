@@ -1,6 +1,12 @@
 //! Reading the observability backends for `/ready` and `/observability/*`: dependency
-//! health, recent traces and usage from Langfuse (v2 APIs, falling back to v1 on 404), in
-//! stable shapes of bff's own (not Langfuse's raw payloads).
+//! health, recent traces and usage from Langfuse, in stable shapes of bff's own (not Langfuse's
+//! raw payloads).
+//!
+//! Langfuse v4 serves Observations API v2 and Metrics API v2 only; bff reads those, with the
+//! documented dimensions (`providedModelName`, `level`) and `userId` only as a filter, never
+//! grouped. v3 servers without v2 answer 404 there, and bff falls back to v1
+//! (`/api/public/traces`, `/api/public/metrics/daily`); a v1 route answering 404 on a v4 server
+//! (a v1 page cursor from before the move) is the last page, not an error.
 
 use crate::error::ApiError;
 use crate::reporting::model::{TraceItem, UsageRow, UsageTotals};
@@ -355,14 +361,24 @@ impl Observability {
         push(&mut query, "userId", filter.user_id.as_ref());
         push(&mut query, "fromTimestamp", filter.from.as_ref());
         push(&mut query, "toTimestamp", filter.to.as_ref());
-        let body = self
-            .langfuse_get("api/public/traces", &query)
-            .await?
-            .ok_or_else(|| ApiError::Dependency {
-                dependency: "langfuse",
-                reason: "neither /api/public/v2/observations nor /api/public/traces is served"
-                    .into(),
-            })?;
+        let body = match self.langfuse_get("api/public/traces", &query).await? {
+            Some(body) => body,
+            // A v1 page cursor on a server that moved to v4 (which has no v1): no more pages.
+            None if page_cursor.is_some() => {
+                return Ok(TracePage {
+                    data: Vec::new(),
+                    next_cursor: None,
+                    source: "langfuse-v1",
+                });
+            }
+            None => {
+                return Err(ApiError::Dependency {
+                    dependency: "langfuse",
+                    reason: "neither /api/public/v2/observations nor /api/public/traces is served"
+                        .into(),
+                });
+            }
+        };
         let total_pages = body
             .pointer("/meta/totalPages")
             .and_then(number)

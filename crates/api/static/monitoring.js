@@ -100,7 +100,7 @@ async function loadHealth() {
       d.latency_ms === null ? "" : d.latency_ms + " ms",
       d.detail || (d.status === "not_configured" ? "not configured" : ""),
     ]));
-    fill("sinks", health.telemetry.map(s => [s.sink, s.queued, s.exported, s.retried, s.spooled, s.replayed, s.dropped, cell(s.last_error, s.last_error ? "error" : "")]),
+    fill("sinks", health.telemetry.map(s => [s.sink, s.queued, s.exported, s.retried, s.spooled, s.replayed, s.ambiguous_retries, s.unconfirmed, s.dropped, cell(s.last_error, s.last_error ? "error" : "")]),
       "No telemetry sink configured (LANGFUSE_* or HELICONE_API_KEY): usage is kept in bff's memory only.");
     panelState("health", health.status === "ok" ? "" : "Degraded: " + health.dependencies.filter(d => d.status === "down").map(d => d.name).join(", ") + " down", true);
     $("updated").textContent = "Updated " + new Date(health.checked_at).toLocaleTimeString();

@@ -13,6 +13,8 @@ pub struct SinkCounters {
     replayed: AtomicU64,
     rejected: AtomicU64,
     dropped: AtomicU64,
+    ambiguous_retries: AtomicU64,
+    unconfirmed: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -35,13 +37,19 @@ pub struct SinkStats {
     pub rejected: u64,
     /// Records lost: spool disabled or full, or recorded after shutdown. Always logged.
     pub dropped: u64,
+    /// Records sent once more after an ambiguous failure (the destination may have taken
+    /// them; where a resend adds a copy, each of these may be one duplicate).
+    pub ambiguous_retries: u64,
+    /// Records whose answer was lost on the retry too: not sent again (at the destination
+    /// once, twice or, rarely, not at all). Always logged.
+    pub unconfirmed: u64,
     /// The last export error, if any.
     pub last_error: Option<String>,
 }
 
 impl SinkStats {
     /// Every count with its state's name (`queued`, `exported`, …), for metrics.
-    pub fn by_state(&self) -> [(&'static str, u64); 7] {
+    pub fn by_state(&self) -> [(&'static str, u64); 8] {
         [
             ("queued", self.queued),
             ("exported", self.exported),
@@ -50,6 +58,7 @@ impl SinkStats {
             ("replayed", self.replayed),
             ("rejected", self.rejected),
             ("dropped", self.dropped),
+            ("unconfirmed", self.unconfirmed),
         ]
     }
 }
@@ -63,6 +72,8 @@ pub(crate) enum Counter {
     Replayed,
     Rejected,
     Dropped,
+    AmbiguousRetried,
+    Unconfirmed,
 }
 
 impl SinkCounters {
@@ -76,6 +87,8 @@ impl SinkCounters {
             Counter::Replayed => &self.replayed,
             Counter::Rejected => &self.rejected,
             Counter::Dropped => &self.dropped,
+            Counter::AmbiguousRetried => &self.ambiguous_retries,
+            Counter::Unconfirmed => &self.unconfirmed,
         };
         cell.fetch_add(amount, Ordering::Relaxed) + amount
     }
@@ -98,6 +111,8 @@ impl SinkCounters {
             replayed: self.replayed.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            ambiguous_retries: self.ambiguous_retries.load(Ordering::Relaxed),
+            unconfirmed: self.unconfirmed.load(Ordering::Relaxed),
             last_error: self
                 .last_error
                 .lock()

@@ -81,13 +81,15 @@ impl HeliconeSink {
             .json(&log_body(record))
             .send()
             .await
-            .map_err(|error| http::transport("helicone", &error))?;
+            .map_err(|error| http::transport("helicone", &error).resend_replaces())?;
         let status = response.status().as_u16();
         let retry_after = http::retry_after(response.headers());
         let ok = response.status().is_success();
         let body = response.bytes().await.unwrap_or_default();
         if !ok {
-            return Err(http::status_error("helicone", status, retry_after, &body));
+            return Err(
+                http::status_error("helicone", status, retry_after, &body).resend_replaces()
+            );
         }
         // `200 {"error":…}` is Helicone's storage failure.
         match serde_json::from_slice::<Value>(&body) {

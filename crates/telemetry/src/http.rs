@@ -20,22 +20,27 @@ pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, TelemetryErro
         })
 }
 
-/// A transport failure: always worth retrying.
+/// A transport failure: retryable when the request never left (no connection), ambiguous when
+/// it may have arrived (a timeout or a failure after connecting).
 pub(crate) fn transport(sink: &str, error: &reqwest::Error) -> ExportError {
+    if error.is_connect() {
+        return ExportError::Retryable {
+            reason: format!("{sink}: cannot connect"),
+            retry_after: None,
+        };
+    }
     let what = if error.is_timeout() {
         "timed out"
-    } else if error.is_connect() {
-        "cannot connect"
     } else {
-        "request failed"
+        "the request failed after it was sent"
     };
-    ExportError::Retryable {
-        reason: format!("{sink}: {what}"),
-        retry_after: None,
+    ExportError::Ambiguous {
+        reason: format!("{sink}: {what}; the destination may have taken it"),
     }
 }
 
-/// Classifies a non-2xx answer: 408, 429 and 5xx are retryable, other 4xx are refusals.
+/// Classifies a non-2xx answer: 504 (a gateway gave up waiting: the destination may have taken
+/// it) is ambiguous; 408, 429 and other 5xx are retryable; other 4xx are refusals.
 pub(crate) fn status_error(
     sink: &str,
     status: u16,
@@ -48,7 +53,9 @@ pub(crate) fn status_error(
         .take(MAX_REASON_CHARS)
         .collect();
     let reason = format!("{sink} answered HTTP {status}: {text}");
-    if status == 408 || status == 429 || status >= 500 {
+    if status == 504 {
+        ExportError::Ambiguous { reason }
+    } else if status == 408 || status == 429 || status >= 500 {
         ExportError::Retryable {
             reason,
             retry_after,

@@ -1,15 +1,25 @@
-//! Langfuse over OpenTelemetry: OTLP/HTTP protobuf, gzip, to `/api/public/otel/v1/traces`.
+//! Langfuse over OpenTelemetry: OTLP/HTTP protobuf, gzip, to `/api/public/otel/v1/traces`,
+//! written for Langfuse v4 (and read the same by v3, which has accepted all of it since 3.154).
 //!
-//! Langfuse retired its batch ingestion API, so every record becomes two OTLP spans in the
-//! request's trace (the same trace id LiteLLM's own Langfuse logging uses):
-//! - a root span for the bff request, carrying the trace-level attributes (`langfuse.trace.*`,
-//!   `user.id`, `session.id`, `langfuse.environment`);
-//! - a child `generation` span for the model call (`gen_ai.*`, usage and cost details,
-//!   completion start time, `ERROR` level and status message on failure).
+//! Every record becomes two OTLP spans in the request's trace (the same trace id LiteLLM's own
+//! Langfuse logging uses):
+//! - a root span for the request, with the request's input and output
+//!   (`langfuse.observation.input`/`.output`; `langfuse.trace.input`/`.output` for v3), marked
+//!   as the application's root (`langfuse.internal.is_app_root`) as the official SDK marks its
+//!   own;
+//! - a child `generation` span for the model call (model, usage and cost details, completion
+//!   start time, `ERROR` level and status message on failure).
 //!
-//! Span ids are derived from the request id, so a retried or replayed export writes the same
-//! observations again instead of new ones. Any OTLP/HTTP collector works too: set the endpoint
-//! and headers with [`LangfuseConfig::otlp`].
+//! v4 ingests each span on its own and copies nothing from the root to its children, so both
+//! carry the trace's attributes: `user.id`, `session.id`, `langfuse.trace.name`,
+//! `langfuse.trace.tags`, `langfuse.trace.metadata.*` (values as JSON, as the SDK writes them)
+//! and `langfuse.environment`. Exports carry `x-langfuse-ingestion-version: 4`, so Langfuse Cloud
+//! takes them on its real-time path.
+//!
+//! Span ids are derived from the request id. v4 adds an observation when a span id is sent again
+//! (v3 replaced it), so a record is sent again only when an export's answer was lost, and then
+//! only once (see the pipeline). Any OTLP/HTTP collector works too: set the endpoint and headers
+//! with [`LangfuseConfig::otlp`].
 
 use crate::error::TelemetryError;
 use crate::http;
@@ -60,7 +70,8 @@ pub struct LangfuseConfig {
 }
 
 impl LangfuseConfig {
-    /// Langfuse at `host` (e.g. `https://cloud.langfuse.com`) with a project's key pair.
+    /// Langfuse at `host` (e.g. `https://cloud.langfuse.com`) with a project's key pair. Exports
+    /// say they are v4 ingestion (`x-langfuse-ingestion-version: 4`) and who sends them.
     pub fn new(host: &Url, public_key: &str, secret_key: &Secret) -> Result<Self, TelemetryError> {
         let endpoint = Url::parse(&format!(
             "{}/api/public/otel/v1/traces",
@@ -70,12 +81,19 @@ impl LangfuseConfig {
             what: "LANGFUSE_HOST",
             reason: error.to_string(),
         })?;
+        let header = |name: &str, value: &str| (name.to_owned(), Secret::new(value));
         Ok(Self::otlp(
             endpoint,
-            vec![(
-                "authorization".into(),
-                basic_authorization(public_key, secret_key),
-            )],
+            vec![
+                (
+                    "authorization".into(),
+                    basic_authorization(public_key, secret_key),
+                ),
+                header("x-langfuse-ingestion-version", "4"),
+                header("x-langfuse-sdk-name", "bff-telemetry"),
+                header("x-langfuse-sdk-version", env!("CARGO_PKG_VERSION")),
+                header("x-langfuse-public-key", public_key),
+            ],
         ))
     }
 
@@ -156,10 +174,7 @@ impl LangfuseSink {
             |id| id.to_vec(),
         );
         let root_id = record.derived_id::<8>("bff-request").to_vec();
-        let environment = record
-            .environment
-            .as_deref()
-            .or(self.config.environment.as_deref());
+        let parent = record.parent_span_id.as_deref().and_then(unhex::<8>);
         let failed = record.outcome == Outcome::Error;
         let status = Status {
             code: if failed {
@@ -173,192 +188,18 @@ impl LangfuseSink {
                 .map(|error| error.message.clone())
                 .unwrap_or_default(),
         };
-
-        let mut root = vec![
-            text("langfuse.trace.name", &record.route),
-            text("langfuse.observation.type", "span"),
-            text("langfuse.trace.metadata.request_id", &record.request_id),
-            text("langfuse.trace.metadata.route", &record.route),
-            text(
-                "langfuse.trace.metadata.outcome",
-                outcome_name(record.outcome),
-            ),
-            text(
-                "langfuse.trace.metadata.stream",
-                if record.stream { "true" } else { "false" },
-            ),
-            int(
-                "langfuse.trace.metadata.attempts",
-                i64::from(record.attempts),
-            ),
-        ];
-        push_text(&mut root, "user.id", record.user_id.as_deref());
-        push_text(&mut root, "session.id", record.session_id.as_deref());
-        push_text(
-            &mut root,
-            "langfuse.trace.metadata.role",
-            record.role.as_deref(),
-        );
-        push_text(
-            &mut root,
-            "langfuse.trace.metadata.workspace",
-            record.workspace.as_deref(),
-        );
-        push_text(
-            &mut root,
-            "langfuse.trace.metadata.upstream_call_id",
-            record.upstream_call_id.as_deref(),
-        );
-        push_text(
-            &mut root,
-            "langfuse.trace.metadata.client_request_id",
-            record.client_request_id.as_deref(),
-        );
-        push_text(&mut root, "langfuse.environment", environment);
-        if !record.tags.is_empty() {
-            root.push(KeyValue {
-                key: "langfuse.trace.tags".into(),
-                value: Some(AnyValue {
-                    value: Some(AnyValueKind::ArrayValue(ArrayValue {
-                        values: record
-                            .tags
-                            .iter()
-                            .map(|tag| AnyValue {
-                                value: Some(AnyValueKind::StringValue(tag.clone())),
-                            })
-                            .collect(),
-                    })),
-                }),
-                ..Default::default()
-            });
-        }
         let input = record.input.as_ref().map(ToString::to_string);
-        push_text(&mut root, "langfuse.trace.input", input.as_deref());
-        push_text(&mut root, "langfuse.trace.output", record.output.as_deref());
-
-        let mut generation = vec![
-            text("langfuse.observation.type", "generation"),
-            text("gen_ai.request.model", &record.model_requested),
-            text(
-                "langfuse.observation.model.name",
-                record
-                    .model_served
-                    .as_deref()
-                    .unwrap_or(&record.model_requested),
-            ),
-        ];
-        push_text(
-            &mut generation,
-            "gen_ai.response.model",
-            record.model_served.as_deref(),
-        );
-        push_text(&mut generation, "langfuse.environment", environment);
-        push_text(
-            &mut generation,
-            "langfuse.observation.input",
-            input.as_deref(),
-        );
-        push_text(
-            &mut generation,
-            "langfuse.observation.output",
-            record.output.as_deref(),
-        );
-        push_text(
-            &mut generation,
-            "langfuse.observation.metadata.finish_reason",
-            record.finish_reason.as_deref(),
-        );
-        if let Some(status) = record.upstream_status {
-            generation.push(int(
-                "langfuse.observation.metadata.upstream_status",
-                i64::from(status),
-            ));
-        }
-        if record.capture_truncated {
-            generation.push(text(
-                "langfuse.observation.metadata.capture_truncated",
-                "true",
-            ));
-        }
-        if let Some(usage) = &record.usage {
-            let mut details = serde_json::Map::new();
-            for (key, value) in [
-                ("input", usage.input),
-                ("output", usage.output),
-                ("total", usage.total),
-            ] {
-                if let Some(value) = value {
-                    details.insert(key.into(), value.into());
-                    let semconv = match key {
-                        "input" => Some("gen_ai.usage.input_tokens"),
-                        "output" => Some("gen_ai.usage.output_tokens"),
-                        _ => None,
-                    };
-                    if let Some(semconv) = semconv {
-                        generation.push(int(semconv, i64::try_from(value).unwrap_or(i64::MAX)));
-                    }
-                }
-            }
-            for (key, value) in &usage.details {
-                details.insert(key.clone(), (*value).into());
-            }
-            generation.push(text(
-                "langfuse.observation.usage_details",
-                &serde_json::Value::Object(details).to_string(),
-            ));
-        }
-        if let Some(cost) = record.cost_usd {
-            generation.push(text(
-                "langfuse.observation.cost_details",
-                &serde_json::json!({ "total": cost }).to_string(),
-            ));
-            generation.push(KeyValue {
-                key: "gen_ai.usage.cost".into(),
-                value: Some(AnyValue {
-                    value: Some(AnyValueKind::DoubleValue(cost)),
-                }),
-                ..Default::default()
-            });
-        }
-        if let Some(first_token) = record.first_token_at {
-            generation.push(text(
-                "langfuse.observation.completion_start_time",
-                &first_token.to_rfc3339(),
-            ));
-        }
-        match record.outcome {
-            Outcome::Error => {
-                generation.push(text("langfuse.observation.level", "ERROR"));
-                let message = record.error.as_ref().map_or_else(String::new, |error| {
-                    format!("{}: {}", error.kind, error.message)
-                });
-                generation.push(text("langfuse.observation.status_message", &message));
-            }
-            Outcome::Abandoned => {
-                generation.push(text("langfuse.observation.level", "WARNING"));
-                generation.push(text(
-                    "langfuse.observation.status_message",
-                    "abandoned: the client disconnected",
-                ));
-            }
-            Outcome::Ok => generation.push(text("langfuse.observation.level", "DEFAULT")),
-        }
-
+        let trace = self.trace_attributes(record);
         [
             Span {
                 trace_id: trace_id.clone(),
                 span_id: root_id.clone(),
-                parent_span_id: record
-                    .parent_span_id
-                    .as_deref()
-                    .and_then(unhex::<8>)
-                    .map(|id| id.to_vec())
-                    .unwrap_or_default(),
+                parent_span_id: parent.map(|id| id.to_vec()).unwrap_or_default(),
                 name: record.route.clone(),
                 kind: SpanKind::Server as i32,
                 start_time_unix_nano: record.started_at.0,
                 end_time_unix_nano: record.ended_at.0,
-                attributes: root,
+                attributes: [trace.clone(), root_attributes(record, input.as_deref())].concat(),
                 status: Some(status.clone()),
                 ..Default::default()
             },
@@ -370,11 +211,57 @@ impl LangfuseSink {
                 kind: SpanKind::Client as i32,
                 start_time_unix_nano: record.started_at.0,
                 end_time_unix_nano: record.ended_at.0,
-                attributes: generation,
+                attributes: [trace, generation_attributes(record, input.as_deref())].concat(),
                 status: Some(status),
                 ..Default::default()
             },
         ]
+    }
+
+    /// What Langfuse v4 reads from each span on its own (it copies nothing from the root to its
+    /// children): user, session, trace name, tags, filterable metadata, environment.
+    fn trace_attributes(&self, record: &LlmRecord) -> Vec<KeyValue> {
+        let mut attributes = vec![text("langfuse.trace.name", &record.route)];
+        push_text(&mut attributes, "user.id", record.user_id.as_deref());
+        push_text(&mut attributes, "session.id", record.session_id.as_deref());
+        let environment = record
+            .environment
+            .as_deref()
+            .or(self.config.environment.as_deref());
+        push_text(&mut attributes, "langfuse.environment", environment);
+        if !record.tags.is_empty() {
+            attributes.push(strings("langfuse.trace.tags", &record.tags));
+        }
+        let text_of = |value: Option<&str>| {
+            value
+                .filter(|value| !value.is_empty())
+                .map(serde_json::Value::from)
+        };
+        let metadata = [
+            ("request_id", text_of(Some(&record.request_id))),
+            ("route", text_of(Some(&record.route))),
+            ("outcome", text_of(Some(outcome_name(record.outcome)))),
+            ("stream", Some(record.stream.into())),
+            ("attempts", Some(record.attempts.into())),
+            ("role", text_of(record.role.as_deref())),
+            ("workspace", text_of(record.workspace.as_deref())),
+            (
+                "upstream_call_id",
+                text_of(record.upstream_call_id.as_deref()),
+            ),
+            (
+                "client_request_id",
+                text_of(record.client_request_id.as_deref()),
+            ),
+        ];
+        for (key, value) in metadata {
+            // As the official SDK writes metadata values: JSON.
+            if let Some(value) = value {
+                let key = format!("langfuse.trace.metadata.{key}");
+                attributes.push(text(&key, &value.to_string()));
+            }
+        }
+        attributes
     }
 
     async fn post(&self, spans: Vec<Span>) -> Result<(), ExportError> {
@@ -451,6 +338,163 @@ impl TelemetrySink for LangfuseSink {
             results.extend(std::iter::repeat_n(result, export.records));
         }
         results
+    }
+}
+
+/// The root observation: the request as a whole, with its input and output (v4 reads the
+/// trace's input and output from the root; `langfuse.trace.*` keep v3 showing them). It is
+/// marked as the application's root, as the official SDK marks its own: for a request that
+/// continues a caller's trace, its parent is the caller's span, and it is still the root of
+/// what bff did.
+fn root_attributes(record: &LlmRecord, input: Option<&str>) -> Vec<KeyValue> {
+    let mut root = vec![
+        text("langfuse.observation.type", "span"),
+        boolean("langfuse.internal.is_app_root", true),
+    ];
+    if record.parent_span_id.is_some() {
+        root.push(boolean("langfuse.internal.as_root", true));
+    }
+    for key in ["langfuse.observation.input", "langfuse.trace.input"] {
+        push_text(&mut root, key, input);
+    }
+    for key in ["langfuse.observation.output", "langfuse.trace.output"] {
+        push_text(&mut root, key, record.output.as_deref());
+    }
+    root
+}
+
+/// The model call: model, input and output, usage, cost, timings, level.
+fn generation_attributes(record: &LlmRecord, input: Option<&str>) -> Vec<KeyValue> {
+    let model = record
+        .model_served
+        .as_deref()
+        .unwrap_or(&record.model_requested);
+    let mut generation = vec![
+        text("langfuse.observation.type", "generation"),
+        text("gen_ai.request.model", &record.model_requested),
+        text("langfuse.observation.model.name", model),
+    ];
+    push_text(
+        &mut generation,
+        "gen_ai.response.model",
+        record.model_served.as_deref(),
+    );
+    push_text(&mut generation, "langfuse.observation.input", input);
+    push_text(
+        &mut generation,
+        "langfuse.observation.output",
+        record.output.as_deref(),
+    );
+    push_text(
+        &mut generation,
+        "langfuse.observation.metadata.finish_reason",
+        record.finish_reason.as_deref(),
+    );
+    if let Some(status) = record.upstream_status {
+        generation.push(int(
+            "langfuse.observation.metadata.upstream_status",
+            i64::from(status),
+        ));
+    }
+    if record.capture_truncated {
+        generation.push(text(
+            "langfuse.observation.metadata.capture_truncated",
+            "true",
+        ));
+    }
+    usage_and_cost(record, &mut generation);
+    if let Some(first_token) = record.first_token_at {
+        generation.push(text(
+            "langfuse.observation.completion_start_time",
+            &first_token.to_rfc3339(),
+        ));
+    }
+    level(record, &mut generation);
+    generation
+}
+
+fn usage_and_cost(record: &LlmRecord, generation: &mut Vec<KeyValue>) {
+    if let Some(usage) = &record.usage {
+        let mut details = serde_json::Map::new();
+        for (key, value, semconv) in [
+            ("input", usage.input, Some("gen_ai.usage.input_tokens")),
+            ("output", usage.output, Some("gen_ai.usage.output_tokens")),
+            ("total", usage.total, None),
+        ] {
+            if let Some(value) = value {
+                details.insert(key.into(), value.into());
+                if let Some(semconv) = semconv {
+                    generation.push(int(semconv, i64::try_from(value).unwrap_or(i64::MAX)));
+                }
+            }
+        }
+        for (key, value) in &usage.details {
+            details.insert(key.clone(), (*value).into());
+        }
+        generation.push(text(
+            "langfuse.observation.usage_details",
+            &serde_json::Value::Object(details).to_string(),
+        ));
+    }
+    if let Some(cost) = record.cost_usd {
+        generation.push(text(
+            "langfuse.observation.cost_details",
+            &serde_json::json!({ "total": cost }).to_string(),
+        ));
+        generation.push(KeyValue {
+            key: "gen_ai.usage.cost".into(),
+            value: Some(AnyValue {
+                value: Some(AnyValueKind::DoubleValue(cost)),
+            }),
+            ..Default::default()
+        });
+    }
+}
+
+fn level(record: &LlmRecord, generation: &mut Vec<KeyValue>) {
+    match record.outcome {
+        Outcome::Error => {
+            generation.push(text("langfuse.observation.level", "ERROR"));
+            let message = record.error.as_ref().map_or_else(String::new, |error| {
+                format!("{}: {}", error.kind, error.message)
+            });
+            generation.push(text("langfuse.observation.status_message", &message));
+        }
+        Outcome::Abandoned => {
+            generation.push(text("langfuse.observation.level", "WARNING"));
+            generation.push(text(
+                "langfuse.observation.status_message",
+                "abandoned: the client disconnected",
+            ));
+        }
+        Outcome::Ok => generation.push(text("langfuse.observation.level", "DEFAULT")),
+    }
+}
+
+fn strings(key: &str, values: &[String]) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(AnyValueKind::ArrayValue(ArrayValue {
+                values: values
+                    .iter()
+                    .map(|value| AnyValue {
+                        value: Some(AnyValueKind::StringValue(value.clone())),
+                    })
+                    .collect(),
+            })),
+        }),
+        ..Default::default()
+    }
+}
+
+fn boolean(key: &str, value: bool) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(AnyValueKind::BoolValue(value)),
+        }),
+        ..Default::default()
     }
 }
 

@@ -10,12 +10,16 @@
 //! replays a non-empty spool every `replay_interval` on its own, whether traffic comes or not,
 //! and after every successful live export.
 //!
-//! Delivery is **at least once**. At the shutdown deadline every record not yet acknowledged —
-//! queued, in a batch being retried, or in an export still in flight, which is abandoned — is
-//! spooled (fsync'd) for the next start; without a spool it is counted as dropped and logged. A
-//! crash, or an export that succeeded but was cut off by the deadline, can send a record again:
-//! every id a sink deduplicates on (Langfuse span ids, Helicone's request id) is derived from the
-//! record's request id, so a resend overwrites rather than adds.
+//! A record the destination acknowledged is never sent again. A record it did not take (no
+//! connection, 429, 5xx) is retried with backoff, then spooled (fsync'd) and replayed later, also
+//! after a restart; at the shutdown deadline everything not acknowledged is spooled, and without
+//! a spool it is counted as dropped and logged. When an export's answer is lost (a timeout or a
+//! broken connection after the request was sent: the destination may have taken it), its records
+//! are sent once more with the same ids and counted (`ambiguous_retries`); lost again, they are
+//! counted as `unconfirmed` and not sent a third time. Ids are derived from the request id, so
+//! where a resend replaces (Helicone, Langfuse v3) nothing doubles; where it adds (Langfuse v4), a
+//! duplicate can come only from a lost answer the destination had in fact taken, from an export
+//! in flight at the shutdown deadline (spooled, then replayed), or from a crash.
 //! `record()` only clones an `Arc` into channels and bumps atomics: it never awaits, never
 //! does I/O and never takes a lock an exporter holds. A record is dropped only when the spool is
 //! disabled or full, when a sink's records waiting in memory would pass `max_queued_bytes`, or
@@ -441,6 +445,8 @@ struct Worker {
 struct Delivery {
     retry: Vec<SharedRecord>,
     retry_after: Option<Duration>,
+    /// Records the destination may have taken (the answer was lost).
+    ambiguous: Vec<SharedRecord>,
     delivered: u64,
 }
 
@@ -535,6 +541,7 @@ impl Worker {
         let mut delivery = Delivery {
             retry: Vec::new(),
             retry_after: None,
+            ambiguous: Vec::new(),
             delivered: 0,
         };
         let mut results = results.into_iter();
@@ -557,6 +564,10 @@ impl Worker {
                     delivery.retry_after = delivery.retry_after.max(retry_after);
                     delivery.retry.push(Arc::clone(record));
                 }
+                Some(Err(ExportError::Ambiguous { reason })) => {
+                    self.spooler.counters.set_last_error(Some(reason));
+                    delivery.ambiguous.push(Arc::clone(record));
+                }
                 None => delivery.retry.push(Arc::clone(record)),
             }
         }
@@ -566,13 +577,42 @@ impl Worker {
         Some(delivery)
     }
 
+    /// One export, and for records whose answer was lost one more, with the same ids (a
+    /// destination that took them the first time may add a copy: counted). A record whose answer
+    /// is lost twice is not sent a third time: it is counted as unconfirmed and logged (it may be
+    /// at the destination once, twice, or, rarely, not at all). `None`: the shutdown deadline
+    /// came first.
+    async fn export_settling(&mut self, records: &[SharedRecord]) -> Option<Delivery> {
+        let mut delivery = self.export_once(records).await?;
+        if delivery.ambiguous.is_empty() {
+            return Some(delivery);
+        }
+        let unsure = std::mem::take(&mut delivery.ambiguous);
+        self.spooler
+            .counters
+            .add(Counter::AmbiguousRetried, unsure.len() as u64);
+        let Some(again) = self.export_once(&unsure).await else {
+            delivery.retry.extend(unsure);
+            return Some(delivery);
+        };
+        delivery.delivered += again.delivered;
+        delivery.retry.extend(again.retry);
+        delivery.retry_after = delivery.retry_after.max(again.retry_after);
+        if !again.ambiguous.is_empty() {
+            let count = again.ambiguous.len() as u64;
+            self.spooler.counters.add(Counter::Unconfirmed, count);
+            tracing::warn!(sink = %self.spooler.sink, count, "telemetry records not confirmed: the answer was lost twice; not sent again, to add no further copy");
+        }
+        Some(delivery)
+    }
+
     /// Delivers a live batch with retries; spools what is left when the budget or the
     /// shutdown deadline runs out. Returns whether everything was delivered (or refused).
     async fn deliver(&mut self, mut pending: Vec<SharedRecord>) -> bool {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let Some(delivery) = self.export_once(&pending).await else {
+            let Some(delivery) = self.export_settling(&pending).await else {
                 self.spooler.store(pending, "shutdown deadline").await;
                 return false;
             };
@@ -640,7 +680,7 @@ impl Worker {
                     pending.extend(batch.iter().cloned()); // the sink is down: keep the order
                     continue;
                 }
-                match self.export_once(batch).await {
+                match self.export_settling(batch).await {
                     Some(delivery) => {
                         self.spooler
                             .counters
@@ -802,6 +842,67 @@ mod tests {
     async fn settle() {
         for _ in 0..50 {
             tokio::task::yield_now().await;
+        }
+    }
+
+    /// A sink whose answers are lost (`lost` times in a row), though it takes every export.
+    struct Forgetful {
+        lost: u64,
+        calls: AtomicU64,
+        taken: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl TelemetrySink for Forgetful {
+        fn name(&self) -> &str {
+            "forgetful"
+        }
+
+        async fn export(&self, batch: &[&LlmRecord]) -> Vec<Result<(), ExportError>> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            let mut taken = self.taken.lock().unwrap_or_else(PoisonError::into_inner);
+            taken.extend(batch.iter().map(|record| record.request_id.clone()));
+            let answer = if call < self.lost {
+                Err(ExportError::Ambiguous {
+                    reason: "timed out".into(),
+                })
+            } else {
+                Ok(())
+            };
+            vec![answer; batch.len()]
+        }
+    }
+
+    /// An export whose answer was lost is sent once more with the same ids, and counted; lost
+    /// again, it is counted as unconfirmed, never sent a third time.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_lost_is_resent_once_and_counted() {
+        for (lost, exported, unconfirmed) in [(1, 1, 0), (2, 0, 1)] {
+            let sink = Arc::new(Forgetful {
+                lost,
+                calls: AtomicU64::new(0),
+                taken: Mutex::new(Vec::new()),
+            });
+            let dir = spool_dir(&format!("ambiguous-{lost}"));
+            let pipeline = Pipeline::start(config(Some(dir.clone())), vec![sink.clone()]).unwrap();
+            pipeline.record(record("r1"));
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            settle().await;
+            let stats = &pipeline.stats()[0];
+            assert_eq!(
+                sink.calls.load(Ordering::SeqCst),
+                2,
+                "lost {lost}: sent twice, never more"
+            );
+            assert_eq!(stats.ambiguous_retries, 1);
+            assert_eq!((stats.exported, stats.unconfirmed), (exported, unconfirmed));
+            assert_eq!(
+                (stats.spooled, stats.retried),
+                (0, 0),
+                "not the ordinary retry loop"
+            );
+            pipeline.shutdown(Duration::from_millis(1)).await;
+            let _ = std::fs::remove_dir_all(&dir);
         }
     }
 

@@ -22,6 +22,29 @@ pub enum ExportError {
         /// What the destination said.
         reason: String,
     },
+    /// The destination may have taken the records: the request was sent, then the answer was
+    /// lost (a timeout, a broken connection, a gateway's 504). For a destination where a resend
+    /// adds a second copy (Langfuse v4), the pipeline sends these once more with the same ids,
+    /// and counts it.
+    #[error("{reason}")]
+    Ambiguous {
+        /// What happened.
+        reason: String,
+    },
+}
+
+impl ExportError {
+    /// For a destination where a resend replaces what it holds (Helicone keys on the request
+    /// id): an ambiguous failure is an ordinary retryable one.
+    pub fn resend_replaces(self) -> Self {
+        match self {
+            Self::Ambiguous { reason } => Self::Retryable {
+                reason,
+                retry_after: None,
+            },
+            other => other,
+        }
+    }
 }
 
 /// A telemetry destination. The pipeline gives each sink its own worker, queue and spool, so a

@@ -229,21 +229,34 @@ async fn a_successful_chat_becomes_a_trace_root_and_a_generation() {
     );
 
     let root = attributes(root);
-    assert_eq!(root["langfuse.trace.name"], "/v1/chat/completions");
-    assert_eq!(root["user.id"], "user-42");
-    assert_eq!(root["session.id"], "chat-7");
-    assert_eq!(root["langfuse.trace.tags"], json!(["bff", "env:test"]));
-    assert_eq!(root["langfuse.trace.metadata.request_id"], "req-ok");
-    assert_eq!(root["langfuse.trace.metadata.role"], "user");
-    assert_eq!(root["langfuse.trace.metadata.upstream_call_id"], "req-ok");
-    assert_eq!(
-        root["langfuse.trace.input"],
-        r#"[{"role":"user","content":"hi"}]"#
-    );
-    assert_eq!(root["langfuse.trace.output"], "Hello from fake upstream");
-    assert_eq!(root["langfuse.environment"], "test");
-
     let generation = attributes(generation);
+    // Langfuse v4 reads each span on its own: both carry the trace's attributes.
+    for span in [&root, &generation] {
+        assert_eq!(span["langfuse.trace.name"], "/v1/chat/completions");
+        assert_eq!(span["user.id"], "user-42");
+        assert_eq!(span["session.id"], "chat-7");
+        assert_eq!(span["langfuse.trace.tags"], json!(["bff", "env:test"]));
+        // Metadata values are JSON, as the official SDK writes them.
+        assert_eq!(span["langfuse.trace.metadata.request_id"], r#""req-ok""#);
+        assert_eq!(span["langfuse.trace.metadata.role"], r#""user""#);
+        assert_eq!(
+            span["langfuse.trace.metadata.upstream_call_id"],
+            r#""req-ok""#
+        );
+        assert_eq!(span["langfuse.trace.metadata.stream"], "false");
+        assert_eq!(span["langfuse.environment"], "test");
+    }
+    // The root observation carries the trace's input and output (v4), and v3's names too.
+    for key in ["langfuse.observation.input", "langfuse.trace.input"] {
+        assert_eq!(root[key], r#"[{"role":"user","content":"hi"}]"#);
+    }
+    for key in ["langfuse.observation.output", "langfuse.trace.output"] {
+        assert_eq!(root[key], "Hello from fake upstream");
+    }
+    assert_eq!(root["langfuse.observation.type"], "span");
+    assert_eq!(root["langfuse.internal.is_app_root"], true);
+    assert!(!generation.contains_key("langfuse.internal.is_app_root"));
+
     assert_eq!(generation["langfuse.observation.type"], "generation");
     assert_eq!(generation["gen_ai.request.model"], "fake-gpt");
     assert_eq!(generation["gen_ai.response.model"], "openai/fake-gpt");
@@ -288,7 +301,7 @@ async fn errors_and_streams_carry_level_status_and_first_token_time() {
         attrs["langfuse.observation.status_message"],
         "rate_limited: rate limited (HTTP 429)"
     );
-    assert_eq!(attributes(root)["langfuse.trace.metadata.attempts"], 3);
+    assert_eq!(attributes(root)["langfuse.trace.metadata.attempts"], "3");
 
     let (_, generation) = by_trace(&spans, "2cf7651916cd43dd8448eb211c80319e");
     let attrs = attributes(generation);

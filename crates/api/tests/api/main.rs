@@ -11,6 +11,7 @@ mod chat;
 mod descriptors;
 mod errors;
 mod helpers;
+mod langfuse;
 mod observability;
 mod operations;
 mod policy;

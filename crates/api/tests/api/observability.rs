@@ -1,6 +1,7 @@
 //! `/observability/*`: scoping by role, Langfuse v2 with v1 fallback, stable shapes, failures.
 
 use crate::helpers::*;
+use crate::langfuse::{Langfuse, Version};
 use serde_json::{Value, json};
 use wiremock::matchers::{header, path, query_param};
 use wiremock::{Mock, ResponseTemplate};
@@ -286,10 +287,15 @@ async fn litellms_generation_in_the_same_trace_is_not_counted_twice() {
     assert_eq!(response.status(), 200);
     let bff_export = app.langfuse_export().await;
     let litellm_export = include_bytes!("../fixtures/litellm-1.108.7-langfuse-otlp.bin");
-    let mut store = langfuse_store::Store::default();
+    let store = Langfuse::new(Version::V4);
     store.ingest(&bff_export);
     store.ingest(litellm_export);
-    assert_eq!(store.generations_in(TRACE), 2);
+    let generations_in_trace = store
+        .observations()
+        .into_iter()
+        .filter(|o| o.trace_id == TRACE && o.kind == "GENERATION")
+        .count();
+    assert_eq!(generations_in_trace, 2);
 
     // Langfuse answers bff's usage query from everything it stored, with the query's filters.
     Mock::given(path("/api/public/v2/metrics"))
@@ -311,116 +317,6 @@ async fn litellms_generation_in_the_same_trace_is_not_counted_twice() {
     assert_eq!(report["totals"]["input_tokens"], 9, "{report}");
     assert_eq!(report["totals"]["output_tokens"], 7, "{report}");
     assert_eq!(report["totals"]["requests"], 1, "{report}");
-}
-
-/// Just enough of Langfuse to hold OTLP exports and answer a v2 metrics query over them.
-mod langfuse_store {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
-    use prost::Message as _;
-    use serde_json::{Value, json};
-    use wiremock::{Request, Respond, ResponseTemplate};
-
-    /// One observation as Langfuse keeps it.
-    #[derive(Debug, Clone)]
-    struct Observation {
-        trace_id: String,
-        name: String,
-        kind: String,
-        level: String,
-        user_id: Option<String>,
-        model: String,
-        usage: Value,
-    }
-
-    #[derive(Default, Clone)]
-    pub struct Store(Vec<Observation>);
-
-    impl Store {
-        pub fn ingest(&mut self, protobuf: &[u8]) {
-            let request = ExportTraceServiceRequest::decode(protobuf).unwrap();
-            let spans = request
-                .resource_spans
-                .iter()
-                .flat_map(|resource| &resource.scope_spans)
-                .flat_map(|scope| &scope.spans);
-            for span in spans {
-                let attribute = |key: &str| {
-                    span.attributes
-                        .iter()
-                        .find(|kv| kv.key == key)
-                        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                            Any::StringValue(text) => Some(text.clone()),
-                            _ => None,
-                        })
-                };
-                let trace_id: String = span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
-                self.0.push(Observation {
-                    trace_id,
-                    name: span.name.clone(),
-                    kind: attribute("langfuse.observation.type")
-                        .unwrap_or_default()
-                        .to_uppercase(),
-                    level: attribute("langfuse.observation.level").unwrap_or("DEFAULT".into()),
-                    user_id: attribute("user.id"),
-                    model: attribute("langfuse.observation.model.name").unwrap_or_default(),
-                    usage: attribute("langfuse.observation.usage_details")
-                        .and_then(|text| serde_json::from_str(&text).ok())
-                        .unwrap_or(Value::Null),
-                });
-            }
-        }
-
-        pub fn generations_in(&self, trace_id: &str) -> usize {
-            self.0
-                .iter()
-                .filter(|o| o.trace_id == trace_id && o.kind == "GENERATION")
-                .count()
-        }
-
-        fn matches(observation: &Observation, filter: &Value) -> bool {
-            let wanted = filter["value"].as_str().unwrap_or_default();
-            match filter["column"].as_str().unwrap_or_default() {
-                "type" => observation.kind == wanted,
-                "name" => observation.name == wanted,
-                "level" => observation.level == wanted,
-                "userId" => observation.user_id.as_deref() == Some(wanted),
-                other => panic!("the stand-in does not know the filter column {other}"),
-            }
-        }
-    }
-
-    impl Respond for Store {
-        fn respond(&self, request: &Request) -> ResponseTemplate {
-            let query = request
-                .url
-                .query_pairs()
-                .find(|(k, _)| k == "query")
-                .unwrap()
-                .1;
-            let query: Value = serde_json::from_str(&query).unwrap();
-            let filters = query["filters"].as_array().cloned().unwrap_or_default();
-            let picked: Vec<&Observation> = self
-                .0
-                .iter()
-                .filter(|o| filters.iter().all(|f| Self::matches(o, f)))
-                .collect();
-            let sum =
-                |key: &str| -> u64 { picked.iter().filter_map(|o| o.usage[key].as_u64()).sum() };
-            let day = query["fromTimestamp"].as_str().unwrap_or_default();
-            let rows = if picked.is_empty() {
-                vec![]
-            } else {
-                vec![
-                    json!({"providedModelName": picked[0].model, "level": "DEFAULT",
-                    "time_dimension": day, "count_count": picked.len().to_string(),
-                    "sum_inputTokens": sum("input"), "sum_outputTokens": sum("output"),
-                    "sum_totalTokens": sum("total"), "sum_totalCost": 0.0}),
-                ]
-            };
-            ResponseTemplate::new(200).set_body_json(json!({"data": rows}))
-        }
-    }
 }
 
 #[tokio::test]

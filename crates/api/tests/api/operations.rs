@@ -169,6 +169,7 @@ async fn metrics_expose_the_documented_series() {
         "# TYPE bff_time_to_first_token_seconds histogram",
         r#"bff_telemetry_records_total{sink="langfuse",state="queued"}"#,
         r#"bff_telemetry_records_total{sink="helicone",state="dropped"} 0"#,
+        r#"bff_telemetry_ambiguous_retries_total{sink="langfuse"} 0"#,
         r#"bff_usage_exchanges_total{state="dropped"} 0"#,
         r#"bff_quota_backend_errors_total{op="settle"} 0"#,
     ] {
