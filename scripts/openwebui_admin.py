@@ -83,14 +83,21 @@ def admin_session(base: str, credentials: pathlib.Path) -> tuple[dict, bool]:
 def connect_bff(base: str, admin_token: str, bff_url: str, auth_type: str, key: str = "") -> None:
     """Makes bff Open WebUI's only OpenAI connection.
 
-    `auth_type` "session": Open WebUI sends each user's own token to bff (mode 1).
-    "bearer": it sends KEY, a bff service key, and the signed user header (mode 2).
+    `auth_type` "session": Open WebUI sends each user's own token to bff (mode 1), and bff asks
+    Open WebUI for the user's role and groups.
+    "bearer": it sends KEY, a bff service key, and the signed user header (mode 2), which has no
+    groups: the connection sends them in X-OpenWebUI-User-Groups / -Group-Ids.
+    Either way X-OpenWebUI-Task says which requests Open WebUI makes on its own (titles, tags,
+    follow-ups), so bff counts them apart.
     """
+    headers = {"X-OpenWebUI-Task": "{{TASK}}"}
+    if auth_type == "bearer":
+        headers |= {"X-OpenWebUI-User-Groups": "{{USER_GROUPS}}", "X-OpenWebUI-User-Group-Ids": "{{USER_GROUP_IDS}}"}
     config = {
         "ENABLE_OPENAI_API": True,
         "OPENAI_API_BASE_URLS": [bff_url.rstrip("/") + "/v1"],
         "OPENAI_API_KEYS": [key],
-        "OPENAI_API_CONFIGS": {"0": {"enable": True, "auth_type": auth_type}},
+        "OPENAI_API_CONFIGS": {"0": {"enable": True, "auth_type": auth_type, "headers": headers}},
     }
     expect(call(base, "POST", "/openai/config/update", admin_token, config), "connection update")
 

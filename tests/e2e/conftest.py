@@ -201,6 +201,18 @@ class Stack:
         )
         return Account.from_session(openwebui_admin.sign_in(self.openwebui, email, password), password)
 
+    def create_group(self, name: str) -> str:
+        """An Open WebUI group, made by the admin; returns its id."""
+        body = {"name": name, "description": f"{name} (e2e)"}
+        created = openwebui_admin.call(self.openwebui, "POST", "/api/v1/groups/create", self.admin.token, body)
+        return openwebui_admin.expect(created, f"group {name}")["id"]
+
+    def set_members(self, group_id: str, action: str, *accounts: "Account") -> None:
+        """Adds (`add`) or removes (`remove`) ACCOUNTS from the group."""
+        body = {"user_ids": [account.id for account in accounts]}
+        path = f"/api/v1/groups/id/{group_id}/users/{action}"
+        openwebui_admin.expect(openwebui_admin.call(self.openwebui, "POST", path, self.admin.token, body), action)
+
     def connect(self, auth_type: str) -> None:
         """Points Open WebUI's connection at bff in mode 1 (`session`) or 2 (`bearer`)."""
         key = self.bff.service_key if auth_type == "bearer" else ""
@@ -240,6 +252,7 @@ def stack(litellm, tmp_path_factory):
         WEBUI_SECRET_KEY=webui_secret,
         OPENWEBUI_FORWARD_JWT_SECRET=forward_secret,
         AUTH_CACHE_TTL_SECONDS=str(cache_ttl),
+        RBAC_POLICY_FILE=str(ROOT / "tests" / "e2e" / "rbac.toml"),
     )
     try:
         wait_ok(f"{openwebui}/health", 180)

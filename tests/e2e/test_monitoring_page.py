@@ -42,7 +42,9 @@ def wait_reported(stack: Stack, account: Account) -> None:
 
 def sign_in_to_open_webui(browser, stack: Stack, account: Account) -> None:
     """Open WebUI's own sign-in form; it sets the `token` cookie."""
+    browser.get(f"{stack.openwebui}/auth")
     browser.delete_all_cookies()
+    browser.execute_script("localStorage.clear()")  # Open WebUI keeps the last session there too
     browser.get(f"{stack.openwebui}/auth")
     WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.ID, "email"))
     browser.find_element(By.ID, "email").send_keys(account.email)

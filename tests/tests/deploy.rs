@@ -225,6 +225,30 @@ fn open_webui_uses_bff_as_its_openai_connection_with_shared_secrets() {
 }
 
 #[test]
+fn open_webuis_connection_sends_the_groups_and_the_task() {
+    let compose = compose();
+    let configs: Value =
+        serde_yaml_ng::from_str(env(service(&compose, "open-webui"), "OPENAI_API_CONFIGS"))
+            .unwrap();
+    let headers = &configs["0"]["headers"];
+    assert_eq!(headers["X-OpenWebUI-Task"], "{{TASK}}");
+    assert_eq!(headers["X-OpenWebUI-User-Groups"], "{{USER_GROUPS}}");
+    assert_eq!(headers["X-OpenWebUI-User-Group-Ids"], "{{USER_GROUP_IDS}}");
+    let bff_headers = [
+        bff_auth::FORWARDED_USER_GROUPS_HEADER,
+        bff_auth::FORWARDED_USER_GROUP_IDS_HEADER,
+        bff_api::tasks::TASK_HEADER,
+    ];
+    for (name, _) in headers.as_mapping().unwrap() {
+        let name = name.as_str().unwrap().to_ascii_lowercase();
+        assert!(
+            bff_headers.contains(&name.as_str()),
+            "bff does not read {name}"
+        );
+    }
+}
+
+#[test]
 fn litellm_runs_the_project_config_with_the_key_bff_uses() {
     let compose = compose();
     let litellm = service(&compose, "litellm");

@@ -166,6 +166,12 @@ impl AccessPolicy {
         self.limits.scopes(&subject(identity, &groups), model)
     }
 
+    /// The shared budgets of `identity`'s groups (for reports).
+    pub fn budgets(&self, identity: &Identity) -> Vec<Scope> {
+        let groups: Vec<&str> = self.policy.group_keys(&identity.groups).collect();
+        self.limits.budgets(&subject(identity, &groups))
+    }
+
     /// The limits of `identity`'s own account (for reports).
     pub fn account_limits(&self, identity: &Identity) -> Limits {
         let groups: Vec<&str> = self.policy.group_keys(&identity.groups).collect();

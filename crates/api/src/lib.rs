@@ -23,6 +23,7 @@ pub mod routes;
 pub mod settings;
 pub mod state;
 pub mod subscribers;
+pub mod tasks;
 
 use crate::access::AccessPolicy;
 use crate::context::{PUBLIC_ROUTES, request_context};

@@ -102,12 +102,49 @@ pub struct UsageReport {
     pub user_id: Option<String>,
     /// The group the report is limited to, if any.
     pub group: Option<String>,
-    /// `langfuse-v2`, `langfuse-v1` or `bff` (in-process, since start).
+    /// `langfuse-v2`, `langfuse-v1` or `bff` (bff's own ledger).
     pub source: &'static str,
     /// Per day and model.
     pub rows: Vec<UsageRow>,
     /// Sum of the rows.
     pub totals: UsageTotals,
+    /// What people typed (`task: null`) next to each Open WebUI background task, always from
+    /// bff's ledger (Langfuse cannot group by task).
+    pub by_task: Vec<TaskUsage>,
+}
+
+/// One line of [`UsageReport::by_task`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskUsage {
+    /// The task, or `null` for what people typed.
+    pub task: Option<String>,
+    /// Totals.
+    #[serde(flatten)]
+    pub totals: UsageTotals,
+}
+
+/// `rows` summed per task: people's requests first, then tasks by cost.
+pub fn by_task(rows: &[UsageRow]) -> Vec<TaskUsage> {
+    let mut tasks: std::collections::BTreeMap<Option<&str>, UsageTotals> = Default::default();
+    for row in rows {
+        tasks
+            .entry(row.task.as_deref())
+            .or_default()
+            .add(&row.totals);
+    }
+    let mut lines: Vec<TaskUsage> = tasks
+        .into_iter()
+        .map(|(task, totals)| TaskUsage {
+            task: task.map(str::to_owned),
+            totals,
+        })
+        .collect();
+    lines.sort_by(|a, b| {
+        (a.task.is_some(), b.totals.cost_usd)
+            .partial_cmp(&(b.task.is_some(), a.totals.cost_usd))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    lines
 }
 
 /// What the traces route asks for.

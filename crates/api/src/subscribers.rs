@@ -29,6 +29,25 @@ impl Subscriber for QuotaSettlement {
 /// The one log line per request, at its end: who did what, how it ended, how long it took.
 pub struct LogLine;
 
+/// The caller's group names, comma-separated, written straight into the log line.
+struct GroupNames<'a>(Option<&'a bff_auth::Identity>);
+
+impl std::fmt::Display for GroupNames<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let groups = self
+            .0
+            .map(|caller| caller.groups.as_slice())
+            .unwrap_or_default();
+        for (n, group) in groups.iter().enumerate() {
+            if n > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(&group.name)?;
+        }
+        Ok(())
+    }
+}
+
 impl Subscriber for LogLine {
     fn finished(&self, exchange: &Arc<Exchange>) {
         let caller = exchange.caller.as_ref();
@@ -48,6 +67,7 @@ impl Subscriber for LogLine {
                     error_code = exchange.failure.as_ref().map(|failure| failure.code),
                     user_id = caller.map(|caller| caller.user_id.as_str()),
                     role = caller.and_then(|caller| caller.role.as_deref()),
+                    groups = %GroupNames(caller),
                     auth = caller.map(|caller| caller.via.as_str()),
                     openwebui_auth = caller.and_then(|caller| caller.openwebui_auth_type.as_deref()),
                     session_id = caller.and_then(|caller| caller.chat_id.as_deref()),

@@ -101,7 +101,7 @@ async function loadHealth() {
       d.detail || (d.status === "not_configured" ? "not configured" : ""),
     ]));
     fill("sinks", health.telemetry.map(s => [s.sink, s.queued, s.exported, s.retried, s.spooled, s.replayed, s.ambiguous_retries, s.unconfirmed, s.dropped, cell(s.last_error, s.last_error ? "error" : "")]),
-      "No telemetry sink configured (LANGFUSE_* or HELICONE_API_KEY): usage is kept in bff's memory only.");
+      "No telemetry sink configured (LANGFUSE_* or HELICONE_API_KEY): usage is in bff's own ledger only.");
     panelState("health", health.status === "ok" ? "" : "Degraded: " + health.dependencies.filter(d => d.status === "down").map(d => d.name).join(", ") + " down", true);
     $("updated").textContent = "Updated " + new Date(health.checked_at).toLocaleTimeString();
   } catch (error) { panelState("health", "Health unavailable: " + error.message, true); }
@@ -151,12 +151,20 @@ async function loadSpend() {
     for (const r of usage.rows) perDay.set(r.day, (perDay.get(r.day) || 0) + r.cost_usd);
     barChart("spend-chart", [...perDay].map(([day, cost]) => ({ value: cost, maxLabel: usd(cost), title: day + ": " + usd(cost) })),
       "Cost per day from " + range.from + " to " + range.to);
+    fill("by-task", usage.by_task.map(t => [t.task ? "Open WebUI: " + t.task.replaceAll("_", " ") : "people (what they typed)", number(t.requests), number(t.total_tokens), usd(t.cost_usd)]),
+      "No usage in this range.");
     panelState("spend", sourceNote(usage.source, "ledger"));
   } catch (error) {
     panelState("spend", dependencyNote(error), true);
-    fill("usage", []); $("spend-chart").replaceChildren(); // no stale rows under an error
+    fill("usage", []); fill("by-task", []); $("spend-chart").replaceChildren(); // no stale rows under an error
   }
   if (!view.admin) return;
+  try {
+    const teams = await get("/observability/usage/groups", { from: range.from, to: range.to });
+    fill("team-spend", teams.groups.map(g => [g.group, number(g.requests), number(g.total_tokens), usd(g.cost_usd)]),
+      "No group has usage in this range (groups come from Open WebUI).");
+    panelState("teams", "");
+  } catch (error) { panelState("teams", error.message, true); fill("team-spend", []); }
   try {
     const top = await get("/observability/usage/users", { from: range.from, to: range.to });
     fill("top", top.users.map(u => {
@@ -224,6 +232,7 @@ async function whoAmI() {
   }
   $("admin-filter").hidden = !view.admin;
   $("top-users").hidden = !view.admin;
+  $("teams").hidden = !view.admin;
   return true;
 }
 

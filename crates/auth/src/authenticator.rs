@@ -1,12 +1,16 @@
 //! Turning a request's credentials into an [`Identity`], and the [`Gate`] that adds RBAC.
 
 use crate::cache::CachedDirectory;
-use crate::credentials::{BearerError, RequestCredentials, bearer_credential, sanitize_label};
+use crate::credentials::{
+    BearerError, RequestCredentials, bearer_credential, is_api_key_body, sanitize_label,
+};
 use crate::directory::{
     DirectoryCredential, DirectoryError, DirectoryUser, OpenWebUiDirectory, UserDirectory,
 };
 use crate::error::{AuthError, ConfigError};
-use crate::forwarded::{ForwardedJwtVerifier, ForwardedUser, user_from_plain_headers};
+use crate::forwarded::{
+    ForwardedJwtVerifier, ForwardedUser, groups_from_headers, user_from_plain_headers,
+};
 use crate::identity::{AuthMethod, Identity};
 use crate::policy::{Permission, Policy};
 use crate::secret::Secret;
@@ -36,6 +40,7 @@ pub struct Authenticator {
     service_role: String,
     forwarded_jwt: Option<ForwardedJwtVerifier>,
     trust_forwarded_headers: bool,
+    forwarded_groups_from_directory: bool,
 }
 
 impl Authenticator {
@@ -50,6 +55,7 @@ impl Authenticator {
             service_role: String::new(),
             forwarded_jwt: None,
             trust_forwarded_headers: false,
+            forwarded_groups_from_directory: false,
         }
     }
 
@@ -70,6 +76,13 @@ impl Authenticator {
     /// forwarded-JWT verifier is set: then only signed identity counts.
     pub fn trusting_forwarded_headers(mut self, trust: bool) -> Self {
         self.trust_forwarded_headers = trust;
+        self
+    }
+
+    /// Takes a forwarded user's groups from the directory ([`UserDirectory::groups_of`], an
+    /// admin lookup) instead of the `X-OpenWebUI-User-Groups` / `-Group-Ids` headers.
+    pub fn with_forwarded_groups_from_directory(mut self, from_directory: bool) -> Self {
+        self.forwarded_groups_from_directory = from_directory;
         self
     }
 
@@ -108,7 +121,7 @@ impl Authenticator {
         if request.authorization.is_some()
             && let Some(service) = self.service_keys.identify(credential)
         {
-            return self.authenticate_service(service, request);
+            return self.authenticate_service(service, request).await;
         }
         if let Some(key) = credential.strip_prefix("sk-") {
             if !is_api_key_body(key) {
@@ -119,16 +132,11 @@ impl Authenticator {
         self.authenticate_session(credential).await
     }
 
-    fn authenticate_service(
+    async fn authenticate_service(
         &self,
         service: &str,
         request: &RequestCredentials,
     ) -> Result<Identity, AuthError> {
-        let forwarded = |user: ForwardedUser, via| Identity {
-            email: user.email,
-            name: user.name,
-            ..Identity::new(user.user_id, user.role, via)
-        };
         if let Some(token) = &request.forwarded_jwt {
             let verifier = self
                 .forwarded_jwt
@@ -137,14 +145,18 @@ impl Authenticator {
             let user = verifier
                 .verify(token.expose())
                 .map_err(AuthError::InvalidForwardedToken)?;
-            return Ok(forwarded(user, AuthMethod::ForwardedJwt));
+            return self
+                .forwarded(user, AuthMethod::ForwardedJwt, request)
+                .await;
         }
         // With a signing secret configured, only signed identity counts.
         if self.trust_forwarded_headers
             && self.forwarded_jwt.is_none()
             && let Some(user) = user_from_plain_headers(request)
         {
-            return Ok(forwarded(user, AuthMethod::ForwardedHeaders));
+            return self
+                .forwarded(user, AuthMethod::ForwardedHeaders, request)
+                .await;
         }
         Ok(Identity {
             name: Some(service.to_owned()),
@@ -153,6 +165,29 @@ impl Authenticator {
                 Some(self.service_role.clone()),
                 AuthMethod::Service,
             )
+        })
+    }
+
+    /// A user a trusted service vouched for, with their groups: from the directory's admin
+    /// lookup when configured, else from the service's group headers.
+    async fn forwarded(
+        &self,
+        user: ForwardedUser,
+        via: AuthMethod,
+        request: &RequestCredentials,
+    ) -> Result<Identity, AuthError> {
+        let groups = match &self.directory {
+            Some(directory) if self.forwarded_groups_from_directory => directory
+                .groups_of(&user.user_id)
+                .await
+                .map_err(directory_error)?,
+            _ => groups_from_headers(request).map_err(AuthError::InvalidForwardedGroups)?,
+        };
+        Ok(Identity {
+            email: user.email,
+            name: user.name,
+            groups,
+            ..Identity::new(user.user_id, user.role, via)
         })
     }
 
@@ -192,31 +227,28 @@ impl Authenticator {
     }
 }
 
-/// What follows `sk-` in the API keys Open WebUI issues: 32 hex digits (a UUID's hex).
-fn is_api_key_body(key: &str) -> bool {
-    key.len() == 32 && key.bytes().all(|byte| byte.is_ascii_hexdigit())
-}
-
 async fn lookup(
     directory: &dyn UserDirectory,
     credential: &DirectoryCredential,
 ) -> Result<DirectoryUser, AuthError> {
-    directory
-        .lookup(credential)
-        .await
-        .map_err(|error| match error {
-            DirectoryError::Rejected { .. } => AuthError::Rejected,
-            DirectoryError::Unavailable(reason) => {
-                tracing::warn!(%reason, "Open WebUI lookup failed; refusing the request");
-                AuthError::DirectoryUnavailable(format!("Open WebUI: {reason}"))
-            }
-        })
+    directory.lookup(credential).await.map_err(directory_error)
+}
+
+fn directory_error(error: DirectoryError) -> AuthError {
+    match error {
+        DirectoryError::Rejected { .. } => AuthError::Rejected,
+        DirectoryError::Unavailable(reason) => {
+            tracing::warn!(%reason, "Open WebUI lookup failed; refusing the request");
+            AuthError::DirectoryUnavailable(format!("Open WebUI: {reason}"))
+        }
+    }
 }
 
 fn identity_from_directory(user: DirectoryUser, via: AuthMethod) -> Identity {
     Identity {
         email: user.email,
         name: user.name,
+        groups: user.groups,
         ..Identity::new(user.id, Some(user.role), via)
     }
 }
@@ -247,7 +279,11 @@ impl Gate {
         }
         let directory = match &settings.openwebui_url {
             Some(url) => {
-                let client = OpenWebUiDirectory::new(url, settings.directory_timeout)?;
+                let mut client = OpenWebUiDirectory::new(url, settings.directory_timeout)?
+                    .with_groups(settings.learn_groups)?;
+                if let Some(key) = &settings.admin_api_key {
+                    client = client.with_admin_key(key.clone());
+                }
                 let cached =
                     CachedDirectory::new(client, settings.cache_ttl, settings.cache_capacity);
                 Some(Arc::new(cached) as Arc<dyn UserDirectory>)
@@ -264,7 +300,8 @@ impl Gate {
                 ServiceKeys::new(settings.service_keys.iter().cloned()),
                 policy.service_role(),
             )
-            .trusting_forwarded_headers(settings.trust_forwarded_headers);
+            .trusting_forwarded_headers(settings.trust_forwarded_headers)
+            .with_forwarded_groups_from_directory(settings.admin_api_key.is_some());
         if let Some(secret) = &settings.forward_jwt_secret {
             authenticator = authenticator.with_forwarded_jwt(ForwardedJwtVerifier::new(
                 secret,

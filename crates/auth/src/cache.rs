@@ -1,8 +1,10 @@
 //! A bounded, TTL-based cache in front of any [`UserDirectory`], on [`moka`] (bounded
 //! TinyLFU admission, O(1) eviction, coalesced loads) rather than a hand-written map.
 //!
-//! - Answers (a user, or a rejection) are kept for `ttl`; the TTL is the revocation lag: a
-//!   session revoked in Open WebUI keeps working here for at most that long.
+//! - Answers (a user with their role and groups, or a rejection) are kept for `ttl`; the TTL is
+//!   the revocation lag: a session revoked, a role changed or a membership changed in Open WebUI
+//!   keeps its previous effect here for at most that long. Forwarded users' groups
+//!   ([`UserDirectory::groups_of`]) are kept the same way, by user id.
 //! - A fresh answer always replaces the previous one, so a rejection observed is never hidden by
 //!   an older positive entry.
 //! - "Unavailable" is never cached: when Open WebUI is down, a still-fresh positive entry is
@@ -14,60 +16,94 @@
 //!   credentials does not push out the users who keep coming back.
 
 use crate::directory::{DirectoryCredential, DirectoryError, DirectoryUser, UserDirectory};
+use crate::identity::Group;
 use crate::service_keys::sha256;
 use async_trait::async_trait;
 use moka::future::Cache;
+use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
 
 type CacheKey = [u8; 32];
 
-/// A remembered answer: a user or a rejection, never "unavailable".
+/// A remembered answer: a value or a rejection, never "unavailable".
 #[derive(Clone)]
-struct Entry {
-    answer: Result<DirectoryUser, DirectoryError>,
+struct Entry<T> {
+    answer: Result<T, DirectoryError>,
     /// On tokio's clock, so tests can pause time; moka's own TTL only bounds memory.
     expires_at: Instant,
+}
+
+/// Answers of one kind, by key, under the rules in the module docs.
+struct Remembered<T: Clone + Send + Sync + 'static> {
+    ttl: Duration,
+    entries: Cache<CacheKey, Entry<T>>,
+}
+
+impl<T: Clone + Send + Sync + 'static> Remembered<T> {
+    fn new(ttl: Duration, capacity: usize) -> Self {
+        let entries = Cache::builder()
+            .max_capacity(u64::try_from(capacity.max(1)).unwrap_or(u64::MAX))
+            .time_to_live(ttl.max(Duration::from_millis(1)))
+            .build();
+        Self { ttl, entries }
+    }
+
+    /// A fresh remembered answer for `key`, else `ask`'s (shared with concurrent callers).
+    async fn get<F: Future<Output = Result<T, DirectoryError>>>(
+        &self,
+        key: CacheKey,
+        ask: impl FnOnce() -> F,
+    ) -> Result<T, DirectoryError> {
+        if let Some(entry) = self.entries.get(&key).await {
+            if entry.expires_at > Instant::now() {
+                return entry.answer;
+            }
+            self.entries.invalidate(&key).await;
+        }
+        let load = async {
+            match ask().await {
+                Err(DirectoryError::Unavailable(reason)) => {
+                    Err(DirectoryError::Unavailable(reason))
+                }
+                answer => Ok(Entry {
+                    answer,
+                    expires_at: Instant::now()
+                        .checked_add(self.ttl)
+                        .unwrap_or_else(Instant::now),
+                }),
+            }
+        };
+        // Concurrent callers for the same key share this one load, whatever it returns.
+        match self.entries.try_get_with(key, load).await {
+            Ok(entry) => entry.answer,
+            Err(shared) => Err(DirectoryError::clone(&shared)),
+        }
+    }
 }
 
 /// Caches a directory's answers. See the module docs for the rules.
 pub struct CachedDirectory<D> {
     inner: D,
-    ttl: Duration,
-    entries: Cache<CacheKey, Entry>,
+    users: Remembered<DirectoryUser>,
+    groups: Remembered<Vec<Group>>,
 }
 
 impl<D: UserDirectory> CachedDirectory<D> {
-    /// Wraps `inner`, keeping answers for `ttl` and at most `capacity` credentials.
+    /// Wraps `inner`, keeping answers for `ttl` and at most `capacity` credentials (and as
+    /// many forwarded users' group lists).
     pub fn new(inner: D, ttl: Duration, capacity: usize) -> Self {
-        let entries = Cache::builder()
-            .max_capacity(u64::try_from(capacity.max(1)).unwrap_or(u64::MAX))
-            .time_to_live(ttl.max(Duration::from_millis(1)))
-            .build();
         Self {
             inner,
-            ttl,
-            entries,
+            users: Remembered::new(ttl, capacity),
+            groups: Remembered::new(ttl, capacity),
         }
     }
 
     /// Number of credentials currently tracked (after pending evictions are applied).
     pub async fn entry_count(&self) -> u64 {
-        self.entries.run_pending_tasks().await;
-        self.entries.entry_count()
-    }
-
-    /// Asks the directory; an answer (not "unavailable") becomes an entry.
-    async fn load(&self, credential: &DirectoryCredential) -> Result<Entry, DirectoryError> {
-        match self.inner.lookup(credential).await {
-            Err(DirectoryError::Unavailable(reason)) => Err(DirectoryError::Unavailable(reason)),
-            answer => Ok(Entry {
-                answer,
-                expires_at: Instant::now()
-                    .checked_add(self.ttl)
-                    .unwrap_or_else(Instant::now),
-            }),
-        }
+        self.users.entries.run_pending_tasks().await;
+        self.users.entries.entry_count()
     }
 }
 
@@ -87,18 +123,15 @@ impl<D: UserDirectory> UserDirectory for CachedDirectory<D> {
         &self,
         credential: &DirectoryCredential,
     ) -> Result<DirectoryUser, DirectoryError> {
-        let key = cache_key(credential);
-        if let Some(entry) = self.entries.get(&key).await {
-            if entry.expires_at > Instant::now() {
-                return entry.answer;
-            }
-            self.entries.invalidate(&key).await;
-        }
-        // Concurrent callers for the same key share this one load, whatever it returns.
-        match self.entries.try_get_with(key, self.load(credential)).await {
-            Ok(entry) => entry.answer,
-            Err(shared) => Err(DirectoryError::clone(&shared)),
-        }
+        self.users
+            .get(cache_key(credential), || self.inner.lookup(credential))
+            .await
+    }
+
+    async fn groups_of(&self, user_id: &str) -> Result<Vec<Group>, DirectoryError> {
+        self.groups
+            .get(sha256(user_id.as_bytes()), || self.inner.groups_of(user_id))
+            .await
     }
 }
 
@@ -114,6 +147,7 @@ mod tests {
             role: role.into(),
             email: None,
             name: None,
+            groups: Vec::new(),
         }
     }
 
@@ -211,6 +245,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_forwarded_users_groups_are_kept_for_the_ttl_by_user_id() {
+        let mut inner = MockUserDirectory::new();
+        let mut calls = 0;
+        inner.expect_groups_of().times(3).returning(move |user| {
+            calls += 1;
+            let name = if calls == 1 { "research" } else { "interns" };
+            Ok(vec![Group::checked(&format!("{user}-g"), name).unwrap()])
+        });
+        let cache = CachedDirectory::new(inner, Duration::from_secs(60), 100);
+        let names = |groups: Vec<Group>| groups.into_iter().map(|g| g.name).collect::<Vec<_>>();
+        assert_eq!(names(cache.groups_of("u-1").await.unwrap()), ["research"]);
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(names(cache.groups_of("u-1").await.unwrap()), ["research"]);
+        // Another user is another entry.
+        assert_eq!(names(cache.groups_of("u-2").await.unwrap()), ["interns"]);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(names(cache.groups_of("u-1").await.unwrap()), ["interns"]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn stays_within_capacity() {
         let mut inner = MockUserDirectory::new();
         inner.expect_lookup().returning(|_| Ok(user("user")));
@@ -258,6 +312,10 @@ mod tests {
         ) -> Result<DirectoryUser, DirectoryError> {
             tokio::time::sleep(Duration::from_secs(1)).await;
             self.0.lookup(credential).await
+        }
+
+        async fn groups_of(&self, user_id: &str) -> Result<Vec<Group>, DirectoryError> {
+            self.0.groups_of(user_id).await
         }
     }
 }

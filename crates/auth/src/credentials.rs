@@ -16,6 +16,11 @@ pub const FORWARDED_USER_NAME_HEADER: &str = "x-openwebui-user-name";
 pub const FORWARDED_USER_EMAIL_HEADER: &str = "x-openwebui-user-email";
 /// `X-OpenWebUI-User-Role`.
 pub const FORWARDED_USER_ROLE_HEADER: &str = "x-openwebui-user-role";
+/// `X-OpenWebUI-User-Groups`: the user's group names, comma-separated (`{{USER_GROUPS}}` on an
+/// Open WebUI connection).
+pub const FORWARDED_USER_GROUPS_HEADER: &str = "x-openwebui-user-groups";
+/// `X-OpenWebUI-User-Group-Ids`: the same groups' ids, in the same order (`{{USER_GROUP_IDS}}`).
+pub const FORWARDED_USER_GROUP_IDS_HEADER: &str = "x-openwebui-user-group-ids";
 /// `X-OpenWebUI-Chat-Id`.
 pub const CHAT_ID_HEADER: &str = "x-openwebui-chat-id";
 /// `X-OpenWebUI-Auth-Type`.
@@ -43,6 +48,11 @@ pub struct RequestCredentials {
     pub forwarded_user_email: Option<String>,
     /// `X-OpenWebUI-User-Role`.
     pub forwarded_user_role: Option<String>,
+    /// `X-OpenWebUI-User-Groups`, still percent-encoded, whatever its length (a group list is
+    /// refused when too long, never cut).
+    pub forwarded_groups: Option<String>,
+    /// `X-OpenWebUI-User-Group-Ids`, whatever its length.
+    pub forwarded_group_ids: Option<String>,
     /// `X-OpenWebUI-Chat-Id`.
     pub chat_id: Option<String>,
     /// `X-OpenWebUI-Auth-Type`.
@@ -104,6 +114,12 @@ impl RequestCredentials {
                 FORWARDED_USER_ROLE_HEADER => {
                     set_once(&mut credentials.forwarded_user_role, value);
                 }
+                FORWARDED_USER_GROUPS_HEADER if credentials.forwarded_groups.is_none() => {
+                    credentials.forwarded_groups = Some(value.trim().to_owned());
+                }
+                FORWARDED_USER_GROUP_IDS_HEADER if credentials.forwarded_group_ids.is_none() => {
+                    credentials.forwarded_group_ids = Some(value.trim().to_owned());
+                }
                 CHAT_ID_HEADER => set_once(&mut credentials.chat_id, value),
                 AUTH_TYPE_HEADER => set_once(&mut credentials.auth_type, value),
                 _ => {}
@@ -141,6 +157,11 @@ pub fn sanitize_label(raw: &str) -> Option<String> {
         .take(128)
         .collect();
     (!clean.is_empty()).then_some(clean)
+}
+
+/// What follows `sk-` in the API keys Open WebUI issues: 32 hex digits (a UUID's hex).
+pub(crate) fn is_api_key_body(key: &str) -> bool {
+    key.len() == 32 && key.bytes().all(|byte| byte.is_ascii_hexdigit())
 }
 
 /// Finds `name=value` in a `Cookie` header.

@@ -251,6 +251,21 @@ impl<'t> Reader<'t, '_> {
                     format!("an empty {} name", table.section()),
                 ));
             }
+            if table == Table::Group
+                && let Some(twin) = grants
+                    .keys()
+                    .find(|key: &&String| key.trim().eq_ignore_ascii_case(name.get_ref().trim()))
+            {
+                // Open WebUI matches names exactly; two keys one typo apart would split a team
+                // in two, each half with its own grants and its own budget.
+                return Err(self.error_at(
+                    name.span().start,
+                    format!(
+                        "groups `{twin}` and `{}` differ only in case or spaces: keep one",
+                        name.get_ref()
+                    ),
+                ));
+            }
             let grant = self.grant(table, name.get_ref(), body)?;
             grants.insert(name.into_inner().into_owned(), grant);
         }
@@ -507,6 +522,11 @@ per_minute = 9
             ("[roles.svc.quota]\nper_minute = -1\n", 5, "invalid value"),
             ("[roles.svc.quota]\nper_mnute = 1\n", 5, "per_mnute"),
             ("[groups.\" \"]\n", 4, "an empty groups name"),
+            (
+                "[groups.\"Research\"]\n[groups.\"research \"]\n",
+                5,
+                "differ only in case or spaces",
+            ),
             ("colour = 1\n", 4, "unknown key `colour`"),
             ("[roles.svc\n", 4, ""),
         ] {

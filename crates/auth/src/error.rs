@@ -33,6 +33,9 @@ pub enum AuthError {
         "X-OpenWebUI-User-Jwt cannot be verified: bff has no OPENWEBUI_FORWARD_JWT_SECRET configured"
     )]
     ForwardedTokenNotConfigured,
+    /// A trusted service forwarded a group list bff will not take (too many, too long).
+    #[error("X-OpenWebUI-User-Groups / -Group-Ids: {0}")]
+    InvalidForwardedGroups(String),
     /// Open WebUI refused the credential: revoked or expired session, invalid API key, or a
     /// pending account using an API key.
     #[error(
@@ -61,7 +64,8 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// HTTP status: 401 bad or missing credentials, 403 not allowed, 503 directory down.
+    /// HTTP status: 401 bad or missing credentials, 400 a forwarded group list refused, 403 not
+    /// allowed, 503 directory down.
     pub fn status(&self) -> u16 {
         match self {
             Self::MissingCredentials
@@ -73,6 +77,7 @@ impl AuthError {
             | Self::ForwardedTokenNotConfigured
             | Self::Rejected => 401,
             Self::ApiKeyNeedsDirectory | Self::Forbidden(_) | Self::ModelNotAllowed(_) => 403,
+            Self::InvalidForwardedGroups(_) => 400,
             Self::DirectoryUnavailable(_) => 503,
             Self::NotConfigured => 500,
         }
@@ -98,6 +103,7 @@ impl AuthError {
             Self::MalformedAuthorization(_) => "malformed_authorization",
             Self::InvalidToken(error) | Self::InvalidForwardedToken(error) => error.reason(),
             Self::ForwardedTokenNotConfigured => "forwarded_token_not_configured",
+            Self::InvalidForwardedGroups(_) => "invalid_forwarded_groups",
             Self::Rejected => "credential_rejected",
             Self::DirectoryUnavailable(_) => "directory_unavailable",
             Self::ApiKeyNeedsDirectory => "api_key_needs_directory",

@@ -8,6 +8,7 @@
 //!   honoured only when the operator enabled them.
 
 use crate::credentials::RequestCredentials;
+use crate::identity::Group;
 use crate::jwt::{Hs256Verifier, TokenError, now_unix, optional_string_claim, string_claim};
 use crate::secret::Secret;
 use percent_encoding::percent_decode_str;
@@ -74,6 +75,75 @@ pub fn user_from_plain_headers(credentials: &RequestCredentials) -> Option<Forwa
         name: non_empty(credentials.forwarded_user_name.as_deref())
             .map(|name| percent_decode_str(name).decode_utf8_lossy().into_owned()),
     })
+}
+
+/// The groups a trusted service forwarded in `X-OpenWebUI-User-Groups` (names) and
+/// `X-OpenWebUI-User-Group-Ids` (ids), each comma-separated and percent-encoded as Open WebUI
+/// fills `{{USER_GROUPS}}` and `{{USER_GROUP_IDS}}`.
+///
+/// With both, names and ids pair up by position; a name with a comma in it breaks the pairing,
+/// and then the ids alone are used (a policy key that is an id still matches). With one, each
+/// entry is both the id and the name, so a policy key matches it in whichever form the header
+/// carries. An entry list longer than [`Group::MAX_PER_CALLER`], or an entry longer than
+/// [`Group::MAX_FIELD_BYTES`], is an error: a list cut short could drop the group whose budget
+/// applies.
+pub fn groups_from_headers(credentials: &RequestCredentials) -> Result<Vec<Group>, String> {
+    let names = header_entries(
+        "X-OpenWebUI-User-Groups",
+        credentials.forwarded_groups.as_deref(),
+    )?;
+    let ids = header_entries(
+        "X-OpenWebUI-User-Group-Ids",
+        credentials.forwarded_group_ids.as_deref(),
+    )?;
+    let paired: Vec<(&str, &str)> = match (ids.is_empty(), names.is_empty()) {
+        (false, false) if ids.len() == names.len() => ids
+            .iter()
+            .zip(&names)
+            .map(|(id, name)| (id.as_str(), name.as_str()))
+            .collect(),
+        (false, _) => ids.iter().map(|id| (id.as_str(), id.as_str())).collect(),
+        (true, _) => names
+            .iter()
+            .map(|name| (name.as_str(), name.as_str()))
+            .collect(),
+    };
+    let mut groups: Vec<Group> = Vec::with_capacity(paired.len());
+    for (id, name) in paired {
+        let group = Group::checked(id, name).ok_or_else(|| {
+            format!(
+                "a forwarded group is longer than {} bytes",
+                Group::MAX_FIELD_BYTES
+            )
+        })?;
+        if !groups.contains(&group) {
+            groups.push(group);
+        }
+    }
+    Ok(groups)
+}
+
+/// The non-empty, percent-decoded entries of a comma-separated header value, bounded.
+fn header_entries(header: &str, value: Option<&str>) -> Result<Vec<String>, String> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let mut entries = Vec::new();
+    for raw in value.split(',') {
+        let entry = percent_decode_str(raw.trim()).decode_utf8_lossy();
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        if entries.len() == Group::MAX_PER_CALLER {
+            return Err(format!(
+                "{header} lists more than {} groups",
+                Group::MAX_PER_CALLER
+            ));
+        }
+        entries.push(entry.to_owned());
+    }
+    Ok(entries)
 }
 
 fn non_empty(value: Option<&str>) -> Option<&str> {
@@ -152,6 +222,63 @@ mod tests {
                 Err(TokenError::BadClaim(name, _)) if name == claim
             ));
         }
+    }
+
+    fn forwarded(names: Option<&str>, ids: Option<&str>) -> Result<Vec<Group>, String> {
+        groups_from_headers(&RequestCredentials {
+            forwarded_groups: names.map(str::to_owned),
+            forwarded_group_ids: ids.map(str::to_owned),
+            ..RequestCredentials::default()
+        })
+    }
+
+    fn group(id: &str, name: &str) -> Group {
+        Group::checked(id, name).unwrap()
+    }
+
+    #[test]
+    fn forwarded_groups_pair_names_and_ids_and_decode_them() {
+        assert_eq!(
+            forwarded(Some("research,%C3%A9quipe a"), Some("g-1,g-2")).unwrap(),
+            vec![group("g-1", "research"), group("g-2", "équipe a")]
+        );
+        // One header: each entry is both, so a policy key matches in the form sent.
+        assert_eq!(
+            forwarded(Some("research, interns,"), None).unwrap(),
+            vec![group("research", "research"), group("interns", "interns")]
+        );
+        assert_eq!(
+            forwarded(None, Some("g-1")).unwrap(),
+            vec![group("g-1", "g-1")]
+        );
+        // A name with a comma: the counts differ, so the ids alone are used.
+        assert_eq!(
+            forwarded(Some("a,b,c"), Some("g-1,g-2")).unwrap(),
+            vec![group("g-1", "g-1"), group("g-2", "g-2")]
+        );
+        assert_eq!(forwarded(Some(""), None).unwrap(), vec![]);
+        assert_eq!(forwarded(None, None).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_forwarded_group_list_too_long_is_refused_not_cut() {
+        let many = vec!["g"; Group::MAX_PER_CALLER + 1]
+            .iter()
+            .enumerate()
+            .map(|(n, g)| format!("{g}{n}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(
+            forwarded(Some(&many), None)
+                .unwrap_err()
+                .contains("more than 256")
+        );
+        let long = "x".repeat(Group::MAX_FIELD_BYTES + 1);
+        assert!(
+            forwarded(Some(&long), None)
+                .unwrap_err()
+                .contains("longer than")
+        );
     }
 
     #[test]

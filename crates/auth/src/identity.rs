@@ -55,6 +55,23 @@ pub struct Group {
 }
 
 impl Group {
+    /// Most groups one caller may be reported in; a longer list is refused, not cut, because a
+    /// group dropped could be the one whose budget limits the caller.
+    pub const MAX_PER_CALLER: usize = 256;
+    /// Longest group id or name accepted, in bytes.
+    pub const MAX_FIELD_BYTES: usize = 256;
+
+    /// A group with both an id and a name, if both fit [`Self::MAX_FIELD_BYTES`] (the name is
+    /// trimmed, as Open WebUI trims it in its connection headers).
+    pub fn checked(id: &str, name: &str) -> Option<Self> {
+        let name = name.trim();
+        let fits = |text: &str| text.len() <= Self::MAX_FIELD_BYTES;
+        (fits(id) && fits(name) && !(id.is_empty() && name.is_empty())).then(|| Self {
+            id: id.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+
     /// Whether a policy key names this group: its id, or else its name.
     pub fn is_named(&self, key: &str) -> bool {
         (!self.id.is_empty() && self.id == key) || self.name == key

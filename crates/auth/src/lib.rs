@@ -74,8 +74,9 @@ pub use authenticator::{Authenticator, Gate};
 pub use cache::CachedDirectory;
 pub use credentials::{
     AUTH_TYPE_HEADER, CHAT_ID_HEADER, FORWARDED_JWT_HEADER, FORWARDED_USER_EMAIL_HEADER,
-    FORWARDED_USER_ID_HEADER, FORWARDED_USER_NAME_HEADER, FORWARDED_USER_ROLE_HEADER,
-    RequestCredentials, TOKEN_COOKIE, sanitize_label,
+    FORWARDED_USER_GROUP_IDS_HEADER, FORWARDED_USER_GROUPS_HEADER, FORWARDED_USER_ID_HEADER,
+    FORWARDED_USER_NAME_HEADER, FORWARDED_USER_ROLE_HEADER, RequestCredentials, TOKEN_COOKIE,
+    sanitize_label,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use directory::MockUserDirectory;
@@ -84,7 +85,9 @@ pub use directory::{
 };
 pub use document::{PolicyDocument, Section, Table, Vocabulary, read_file};
 pub use error::{AuthError, ConfigError, PolicyError};
-pub use forwarded::{ForwardedJwtVerifier, ForwardedUser, user_from_plain_headers};
+pub use forwarded::{
+    ForwardedJwtVerifier, ForwardedUser, groups_from_headers, user_from_plain_headers,
+};
 pub use identity::{AuthMethod, Group, Identity};
 pub use jwt::{MAX_TOKEN_BYTES, TokenError};
 pub use policy::{Grant, Permission, Policy};

@@ -13,8 +13,11 @@
 //! | `AUTH_SERVICE_KEYS` | — | `name=key,…`: keys of trusted backends |
 //! | `OPENWEBUI_FORWARD_JWT_SECRET` | — | Open WebUI's `FORWARD_USER_INFO_HEADER_JWT_SECRET` |
 //! | `AUTH_TRUST_FORWARDED_USER_HEADERS` | `false` | honour plain `X-OpenWebUI-User-*` with a service key; refused together with `OPENWEBUI_FORWARD_JWT_SECRET` |
+//! | `AUTH_LEARN_GROUPS` | `true` | ask Open WebUI for each caller's groups (with the role, same cache) |
+//! | `OPENWEBUI_ADMIN_API_KEY` | — | an Open WebUI admin's API key: forwarded users' groups are looked up with it instead of read from `X-OpenWebUI-User-Groups` |
 //! | `RBAC_POLICY_FILE` | `config/rbac.toml` | role → permission policy |
 
+use crate::credentials::is_api_key_body;
 use crate::error::ConfigError;
 use crate::secret::Secret;
 use std::ops::RangeInclusive;
@@ -28,7 +31,7 @@ pub const RECOMMENDED_SECRET_BYTES: usize = 32;
 pub const MIN_SERVICE_KEY_BYTES: usize = 16;
 
 /// Every environment variable this crate reads, for documentation checks.
-pub const ENV_VARIABLES: [&str; 12] = [
+pub const ENV_VARIABLES: [&str; 14] = [
     "WEBUI_SECRET_KEY",
     "WEBUI_SECRET_KEY_FILE",
     "AUTH_TOKEN_LEEWAY_SECONDS",
@@ -40,11 +43,17 @@ pub const ENV_VARIABLES: [&str; 12] = [
     "AUTH_SERVICE_KEYS",
     "OPENWEBUI_FORWARD_JWT_SECRET",
     "AUTH_TRUST_FORWARDED_USER_HEADERS",
+    "AUTH_LEARN_GROUPS",
+    "OPENWEBUI_ADMIN_API_KEY",
     "RBAC_POLICY_FILE",
 ];
 
 /// Secret variables checked for surrounding whitespace (a start-up warning).
-const SECRET_VARIABLES: [&str; 2] = ["WEBUI_SECRET_KEY", "OPENWEBUI_FORWARD_JWT_SECRET"];
+const SECRET_VARIABLES: [&str; 3] = [
+    "WEBUI_SECRET_KEY",
+    "OPENWEBUI_FORWARD_JWT_SECRET",
+    "OPENWEBUI_ADMIN_API_KEY",
+];
 
 /// Auth configuration. Build with [`AuthSettings::from_env`] or [`AuthSettings::from_lookup`].
 #[derive(Debug, Clone)]
@@ -69,6 +78,10 @@ pub struct AuthSettings {
     pub forward_jwt_secret: Option<Secret>,
     /// Honour plain `X-OpenWebUI-User-*` headers (with a service key).
     pub trust_forwarded_headers: bool,
+    /// Ask Open WebUI for each caller's groups.
+    pub learn_groups: bool,
+    /// An Open WebUI admin's API key, for forwarded users' groups.
+    pub admin_api_key: Option<Secret>,
     /// Path of the RBAC policy.
     pub policy_file: PathBuf,
     /// Secret variables that had leading or trailing whitespace (warned about at start-up).
@@ -95,6 +108,7 @@ impl AuthSettings {
             allow_non_expiring_tokens: parse_bool(
                 "AUTH_ALLOW_NON_EXPIRING_TOKENS",
                 get("AUTH_ALLOW_NON_EXPIRING_TOKENS"),
+                false,
             )?,
             openwebui_url: get("OPENWEBUI_URL")
                 .map(|value| parse_url("OPENWEBUI_URL", &value))
@@ -132,7 +146,12 @@ impl AuthSettings {
             trust_forwarded_headers: parse_bool(
                 "AUTH_TRUST_FORWARDED_USER_HEADERS",
                 get("AUTH_TRUST_FORWARDED_USER_HEADERS"),
+                false,
             )?,
+            learn_groups: parse_bool("AUTH_LEARN_GROUPS", get("AUTH_LEARN_GROUPS"), true)?,
+            admin_api_key: get("OPENWEBUI_ADMIN_API_KEY")
+                .map(|value| parse_admin_key(&value))
+                .transpose()?,
             policy_file: get("RBAC_POLICY_FILE")
                 .map_or_else(|| PathBuf::from("config/rbac.toml"), PathBuf::from),
         };
@@ -175,6 +194,9 @@ impl AuthSettings {
                 "AUTH_TRUST_FORWARDED_USER_HEADERS=true has no effect without AUTH_SERVICE_KEYS"
                     .to_owned(),
             );
+        }
+        if self.admin_api_key.is_some() && self.openwebui_url.is_none() {
+            warnings.push("OPENWEBUI_ADMIN_API_KEY has no effect without OPENWEBUI_URL".to_owned());
         }
         if self.forward_jwt_secret.is_some() && self.service_keys.is_empty() {
             warnings.push(
@@ -234,9 +256,13 @@ fn parse_number(
     }
 }
 
-fn parse_bool(variable: &'static str, value: Option<String>) -> Result<bool, ConfigError> {
+fn parse_bool(
+    variable: &'static str,
+    value: Option<String>,
+    default: bool,
+) -> Result<bool, ConfigError> {
     let Some(value) = value else {
-        return Ok(false);
+        return Ok(default);
     };
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
@@ -246,6 +272,18 @@ fn parse_bool(variable: &'static str, value: Option<String>) -> Result<bool, Con
             reason: format!("expected true or false, got `{other}`"),
         }),
     }
+}
+
+/// An Open WebUI API key (`sk-` and 32 hex digits); the message never echoes the value.
+fn parse_admin_key(value: &str) -> Result<Secret, ConfigError> {
+    let key = value.trim();
+    if !key.strip_prefix("sk-").is_some_and(is_api_key_body) {
+        return Err(ConfigError::InvalidValue {
+            variable: "OPENWEBUI_ADMIN_API_KEY",
+            reason: "expected an Open WebUI API key (`sk-` and 32 hexadecimal digits) of an admin account".to_owned(),
+        });
+    }
+    Ok(Secret::new(key))
 }
 
 fn parse_url(variable: &'static str, value: &str) -> Result<Url, ConfigError> {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use support::*;
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, ResponseTemplate};
 
 async fn whoami(identity: Identity) -> HttpResponse {
     HttpResponse::Ok().json(json!({"user_id": identity.user_id, "role": identity.role}))
@@ -106,7 +106,7 @@ async fn invalid_token_is_401_and_the_body_does_not_echo_it() {
 
 #[actix_web::test]
 async fn permitted_caller_reaches_the_handler_and_a_forbidden_one_gets_403() {
-    let server = MockServer::start().await;
+    let server = open_webui().await;
     let token = session_token(ALICE);
     // One directory call for the whole test: the middleware stores the identity and the
     // cache answers later requests.
@@ -150,7 +150,7 @@ async fn permitted_caller_reaches_the_handler_and_a_forbidden_one_gets_403() {
 
 #[actix_web::test]
 async fn nested_requirements_authenticate_once() {
-    let server = MockServer::start().await;
+    let server = open_webui().await;
     let token = session_token(ALICE);
     stub_session(&server, &token, "admin", 1).await;
     // TTL 0: nothing is cached, so a second authentication would be a second call.
@@ -172,7 +172,7 @@ async fn nested_requirements_authenticate_once() {
 
 #[actix_web::test]
 async fn unreachable_directory_is_503() {
-    let server = MockServer::start().await;
+    let server = open_webui().await;
     Mock::given(method("GET"))
         .and(path("/api/v1/auths/"))
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
@@ -212,7 +212,7 @@ async fn a_public_path_is_not_authenticated_and_its_extractor_finds_no_one() {
 
 #[actix_web::test]
 async fn the_cookie_authenticates_gets_but_not_posts_from_another_site() {
-    let server = MockServer::start().await;
+    let server = open_webui().await;
     let token = session_token(ALICE);
     stub_session(&server, &token, "user", 1).await;
     let service = test::init_service(app(gate(&[("OPENWEBUI_URL", &server.uri())]))).await;

@@ -8,7 +8,7 @@ use serde_json::json;
 use std::time::Duration;
 use support::*;
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, ResponseTemplate};
 
 fn request(headers: &[(&str, &str)]) -> RequestCredentials {
     RequestCredentials::from_headers(headers.iter().map(|(n, v)| (*n, v.as_bytes())))
@@ -21,7 +21,7 @@ fn bearer(token: &str) -> String {
 
 #[tokio::test]
 async fn session_token_gets_its_role_from_open_webui_never_from_the_token() {
-    let server = MockServer::start().await;
+    let server = open_webui().await;
     // The token claims admin; Open WebUI says user. Open WebUI wins.
     let now = now();
     let token = sign(
@@ -51,7 +51,7 @@ async fn session_token_gets_its_role_from_open_webui_never_from_the_token() {
 
 #[tokio::test]
 async fn lower_case_bearer_cookie_only_and_header_over_cookie() {
-    let server = MockServer::start().await;
+    let server = open_webui().await;
     let header_token = session_token(ALICE);
     let cookie_token = session_token("someone-else");
     stub_session(&server, &header_token, "admin", 1).await;
@@ -78,7 +78,7 @@ async fn lower_case_bearer_cookie_only_and_header_over_cookie() {
 
 #[tokio::test]
 async fn cookie_only_session_is_accepted() {
-    let server = MockServer::start().await;
+    let server = open_webui().await;
     let token = session_token(ALICE);
     stub_session(&server, &token, "user", 1).await;
     let gate = gate(&[("OPENWEBUI_URL", &server.uri())]);
@@ -95,7 +95,7 @@ async fn cookie_only_session_is_accepted() {
 
 #[tokio::test]
 async fn the_cookie_alone_does_not_authenticate_unsafe_methods() {
-    let server = MockServer::start().await;
+    let server = open_webui().await;
     let token = session_token(ALICE);
     stub_session(&server, &token, "user", 0).await;
     let gate = gate(&[("OPENWEBUI_URL", &server.uri())]);
@@ -112,7 +112,7 @@ async fn the_cookie_alone_does_not_authenticate_unsafe_methods() {
 
 #[tokio::test]
 async fn malformed_api_keys_never_reach_open_webui() {
-    let server = MockServer::start().await;
+    let server = open_webui().await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(500))
         .expect(0)
@@ -139,7 +139,7 @@ async fn malformed_api_keys_never_reach_open_webui() {
 
 #[tokio::test]
 async fn bad_credentials_are_refused_before_open_webui_is_asked() {
-    let server = MockServer::start().await;
+    let server = open_webui().await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(500))
         .expect(0)
@@ -188,7 +188,7 @@ async fn bad_credentials_are_refused_before_open_webui_is_asked() {
 
 #[tokio::test]
 async fn revoked_session_is_401_and_open_webui_down_is_503() {
-    let server = MockServer::start().await;
+    let server = open_webui().await;
     let revoked = session_token(ALICE);
     let unlucky = session_token("bob");
     Mock::given(method("GET"))
@@ -228,7 +228,7 @@ async fn revoked_session_is_401_and_open_webui_down_is_503() {
 
 #[tokio::test]
 async fn open_webui_naming_another_user_is_a_rejection() {
-    let server = MockServer::start().await;
+    let server = open_webui().await;
     let token = session_token("mallory");
     stub_session(&server, &token, "admin", 1).await; // answers with ALICE's row
     let gate = gate(&[("OPENWEBUI_URL", &server.uri())]);
@@ -241,7 +241,7 @@ async fn open_webui_naming_another_user_is_a_rejection() {
 
 #[tokio::test]
 async fn pending_users_authenticate_but_may_do_nothing() {
-    let server = MockServer::start().await;
+    let server = open_webui().await;
     let token = session_token(ALICE);
     stub_session(&server, &token, "pending", 1).await;
     let gate = gate(&[("OPENWEBUI_URL", &server.uri())]);
@@ -257,7 +257,7 @@ async fn pending_users_authenticate_but_may_do_nothing() {
 
 #[tokio::test]
 async fn api_key_is_resolved_by_open_webui() {
-    let server = MockServer::start().await;
+    let server = open_webui().await;
     Mock::given(method("GET"))
         .and(path("/api/v1/users/user/status"))
         .respond_with(ResponseTemplate::new(200).set_body_json(status_body(ALICE, "admin")))
@@ -304,7 +304,7 @@ async fn without_open_webui_sessions_have_no_role_and_api_keys_are_refused() {
 
 #[tokio::test]
 async fn spoofed_forwarded_headers_from_an_ordinary_user_change_nothing() {
-    let server = MockServer::start().await;
+    let server = open_webui().await;
     let token = session_token(ALICE);
     stub_session(&server, &token, "user", 1).await;
     let gate = gate(&[
@@ -526,4 +526,157 @@ async fn error_messages_never_echo_the_credential() {
     assert_eq!(error, AuthError::InvalidToken(TokenError::Expired));
     assert!(!error.to_string().contains(&token));
     assert!(!format!("{error:?}").contains(&token));
+}
+
+fn names(identity: &Identity) -> Vec<&str> {
+    identity.groups.iter().map(|g| g.name.as_str()).collect()
+}
+
+#[tokio::test]
+async fn a_session_callers_groups_come_from_open_webui_and_a_groups_header_gains_nothing() {
+    let server = open_webui().await;
+    let token = session_token(ALICE);
+    stub_session(&server, &token, "user", 1).await;
+    stub_groups(&server, &token, &[("g-1", "research"), ("g-2", "interns")]).await;
+    let gate = gate(&[("OPENWEBUI_URL", &server.uri())]);
+    let identity = gate
+        .authenticate(&request(&[
+            ("authorization", &bearer(&token)),
+            // The caller's own claims: only a service key's forwarded headers are read.
+            ("x-openwebui-user-groups", "admins,finance"),
+            ("x-openwebui-user-group-ids", "g-9"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(names(&identity), ["research", "interns"]);
+    assert_eq!(identity.groups[0].id, "g-1");
+}
+
+#[tokio::test]
+async fn an_api_key_callers_groups_come_from_open_webui_too() {
+    let server = open_webui().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/users/user/status"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(status_body(ALICE, "user")))
+        .mount(&server)
+        .await;
+    stub_groups(&server, API_KEY, &[("g-1", "research")]).await;
+    let identity = gate(&[("OPENWEBUI_URL", &server.uri())])
+        .authenticate(&request(&[("authorization", &bearer(API_KEY))]))
+        .await
+        .unwrap();
+    assert_eq!(names(&identity), ["research"]);
+}
+
+#[tokio::test]
+async fn groups_are_not_asked_for_when_learning_them_is_off() {
+    let server = open_webui().await;
+    let token = session_token(ALICE);
+    stub_session(&server, &token, "user", 1).await;
+    Mock::given(path("/api/v1/users/groups"))
+        .respond_with(ResponseTemplate::new(500))
+        .with_priority(1)
+        .expect(0)
+        .mount(&server)
+        .await;
+    let identity = gate(&[
+        ("OPENWEBUI_URL", &server.uri()),
+        ("AUTH_LEARN_GROUPS", "false"),
+    ])
+    .authenticate(&request(&[("authorization", &bearer(&token))]))
+    .await
+    .unwrap();
+    assert!(identity.groups.is_empty());
+}
+
+#[tokio::test]
+async fn a_forwarded_users_groups_come_from_the_service_headers() {
+    let jwt = forwarded_jwt(FORWARD_SECRET, "user", "open-webui", 300);
+    let identity = forwarding_gate()
+        .authenticate(&request(&[
+            ("authorization", &bearer(SERVICE_KEY)),
+            ("x-openwebui-user-jwt", &jwt),
+            ("x-openwebui-user-groups", "research,%C3%A9quipe"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(identity.via, AuthMethod::ForwardedJwt);
+    assert_eq!(names(&identity), ["research", "équipe"]);
+
+    let too_many = (0..300)
+        .map(|n| format!("g{n}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let error = forwarding_gate()
+        .authenticate(&request(&[
+            ("authorization", &bearer(SERVICE_KEY)),
+            ("x-openwebui-user-jwt", &jwt),
+            ("x-openwebui-user-groups", &too_many),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), 400);
+    assert!(
+        error.to_string().contains("more than 256 groups"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn with_an_admin_key_a_forwarded_users_groups_are_looked_up_and_headers_ignored() {
+    const ADMIN_KEY: &str = "sk-aaaabbbbccccddddeeeeffff00001111";
+    let server = open_webui().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/api/v1/users/{ALICE}/groups")))
+        .and(wiremock::matchers::query_param("include_inherited", "true"))
+        .and(wiremock::matchers::header(
+            "authorization",
+            bearer(ADMIN_KEY).as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([
+            group_body("g-1", "research", "direct"),
+            group_body("g-0", "staff", "inherited"),
+        ])))
+        .expect(1) // cached for the next request
+        .mount(&server)
+        .await;
+    let gate = gate(&[
+        ("OPENWEBUI_URL", &server.uri()),
+        ("AUTH_SERVICE_KEYS", &format!("openwebui={SERVICE_KEY}")),
+        ("OPENWEBUI_FORWARD_JWT_SECRET", FORWARD_SECRET),
+        ("OPENWEBUI_ADMIN_API_KEY", ADMIN_KEY),
+    ]);
+    let jwt = forwarded_jwt(FORWARD_SECRET, "user", "open-webui", 300);
+    for _ in 0..2 {
+        let identity = gate
+            .authenticate(&request(&[
+                ("authorization", &bearer(SERVICE_KEY)),
+                ("x-openwebui-user-jwt", &jwt),
+                ("x-openwebui-user-groups", "admins"),
+            ]))
+            .await
+            .unwrap();
+        assert_eq!(names(&identity), ["research", "staff"]);
+    }
+}
+
+#[tokio::test]
+async fn open_webui_without_a_groups_api_fails_closed_and_says_what_to_set() {
+    let server = open_webui().await;
+    let token = session_token(ALICE);
+    stub_session(&server, &token, "user", 1).await;
+    Mock::given(path("/api/v1/users/groups"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"detail": "Not Found"})))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let error = gate(&[("OPENWEBUI_URL", &server.uri())])
+        .authenticate(&request(&[("authorization", &bearer(&token))]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), 503);
+    let AuthError::DirectoryUnavailable(reason) = error else {
+        panic!("expected unavailability, got {error:?}");
+    };
+    assert!(reason.contains("AUTH_LEARN_GROUPS=false"), "{reason}");
 }

@@ -40,6 +40,7 @@ async fn resolves_user_admin_and_pending_roles_from_the_whoami_body() {
                 role: role.into(),
                 email: Some("alice@example.com".into()),
                 name: Some("Alice Admin".into()),
+                groups: vec![],
             }
         );
     }
@@ -224,4 +225,138 @@ async fn a_revocation_after_the_cached_answer_expires_is_seen() {
         cache.lookup(&session(&token)).await,
         Err(DirectoryError::Rejected { status: 401 })
     );
+}
+
+const ADMIN_KEY: &str = "sk-aaaabbbbccccddddeeeeffff00001111";
+
+#[tokio::test]
+async fn groups_are_asked_with_the_callers_own_credential_inherited_ones_included() {
+    let server = MockServer::start().await;
+    let token = session_token(ALICE);
+    stub_session(&server, &token, "user", 1).await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/users/groups"))
+        .and(wiremock::matchers::query_param("include_inherited", "true"))
+        .and(header("authorization", format!("Bearer {token}").as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([
+            group_body("g-1", " research ", "direct"),
+            group_body("g-0", "staff", "inherited"),
+            group_body("g-1", " research ", "direct"),
+        ])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let user = directory(&server, Duration::from_secs(2))
+        .with_groups(true)
+        .unwrap()
+        .lookup(&session(&token))
+        .await
+        .unwrap();
+    let groups: Vec<(&str, &str)> = user
+        .groups
+        .iter()
+        .map(|g| (g.id.as_str(), g.name.as_str()))
+        .collect();
+    // Trimmed as Open WebUI trims them in its headers, and listed once.
+    assert_eq!(groups, [("g-1", "research"), ("g-0", "staff")]);
+}
+
+#[tokio::test]
+async fn a_group_list_past_the_bounds_is_unavailability_not_a_cut() {
+    let server = MockServer::start().await;
+    let token = session_token(ALICE);
+    stub_session(&server, &token, "user", 2).await;
+    let many: Vec<_> = (0..300)
+        .map(|n| group_body(&format!("g-{n}"), &format!("team {n}"), "direct"))
+        .collect();
+    Mock::given(path("/api/v1/users/groups"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!(many)))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    let long_name = "x".repeat(300);
+    Mock::given(path("/api/v1/users/groups"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!([group_body("g", &long_name, "direct")])),
+        )
+        .mount(&server)
+        .await;
+    let directory = directory(&server, Duration::from_secs(2))
+        .with_groups(true)
+        .unwrap();
+    for expected in ["300 groups", "longer than 256 bytes"] {
+        let Err(DirectoryError::Unavailable(reason)) = directory.lookup(&session(&token)).await
+        else {
+            panic!("expected unavailability");
+        };
+        assert!(reason.contains(expected), "{reason}");
+    }
+}
+
+#[tokio::test]
+async fn another_users_groups_need_the_admin_key_and_their_id_stays_one_path_segment() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/users/%2E%2E%2Fauths%2F/groups"))
+        .and(header(
+            "authorization",
+            format!("Bearer {ADMIN_KEY}").as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let plain = directory(&server, Duration::from_secs(2));
+    let Err(DirectoryError::Unavailable(reason)) = plain.groups_of(ALICE).await else {
+        panic!("expected unavailability without an admin key");
+    };
+    assert!(reason.contains("OPENWEBUI_ADMIN_API_KEY"), "{reason}");
+
+    let admin = plain.with_admin_key(Secret::new(ADMIN_KEY));
+    assert_eq!(admin.groups_of("../auths/").await, Ok(vec![]));
+}
+
+#[tokio::test]
+async fn an_admin_key_open_webui_refuses_is_the_operators_problem_not_a_rejection() {
+    let server = MockServer::start().await;
+    Mock::given(path(format!("/api/v1/users/{ALICE}/groups")))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_json(json!({"detail": "Not authenticated"})),
+        )
+        .mount(&server)
+        .await;
+    let admin = directory(&server, Duration::from_secs(2)).with_admin_key(Secret::new(ADMIN_KEY));
+    let Err(DirectoryError::Unavailable(reason)) = admin.groups_of(ALICE).await else {
+        panic!("expected unavailability");
+    };
+    assert!(
+        reason.contains("refused OPENWEBUI_ADMIN_API_KEY"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_pending_account_refused_its_groups_is_still_pending_not_rejected() {
+    for (role, expected) in [
+        ("pending", Ok(vec![])),
+        ("user", Err(DirectoryError::Rejected { status: 401 })),
+    ] {
+        let server = MockServer::start().await;
+        let token = session_token(ALICE);
+        stub_session(&server, &token, role, 1).await;
+        Mock::given(path("/api/v1/users/groups"))
+            .respond_with(ResponseTemplate::new(401).set_body_json(
+                json!({"detail": "You do not have permission to access this resource."}),
+            ))
+            .mount(&server)
+            .await;
+        let found = directory(&server, Duration::from_secs(2))
+            .with_groups(true)
+            .unwrap()
+            .lookup(&session(&token))
+            .await
+            .map(|user| user.groups);
+        assert_eq!(found, expected, "{role}");
+    }
 }

@@ -41,12 +41,14 @@ struct Meta<'a> {
 impl Serialize for Meta<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let record = self.record;
+        let groups = record.groups.join(",");
         let optional = [
             ("Helicone-User-Id", record.user_id.as_deref()),
             ("Helicone-Session-Id", record.session_id.as_deref()),
             ("Helicone-Property-Route", Some(record.route.as_str())),
             ("Helicone-Property-Role", record.role.as_deref()),
-            ("Helicone-Property-Workspace", record.workspace.as_deref()),
+            ("Helicone-Property-Group", Some(groups.as_str())),
+            ("Helicone-Property-Task", record.task.as_deref()),
             ("Helicone-Property-Trace-Id", Some(record.trace_id.as_str())),
             (
                 "Helicone-Property-Environment",

@@ -229,8 +229,10 @@ impl LangfuseSink {
             .as_deref()
             .or(self.config.environment.as_deref());
         push_text(&mut attributes, "langfuse.environment", environment);
-        if !record.tags.is_empty() {
-            attributes.push(strings("langfuse.trace.tags", &record.tags));
+        let group_tags = record.groups.iter().map(|group| format!("group:{group}"));
+        let tags: Vec<String> = record.tags.iter().cloned().chain(group_tags).collect();
+        if !tags.is_empty() {
+            attributes.push(strings("langfuse.trace.tags", &tags));
         }
         let text_of = |value: Option<&str>| {
             value
@@ -244,7 +246,11 @@ impl LangfuseSink {
             ("stream", Some(record.stream.into())),
             ("attempts", Some(record.attempts.into())),
             ("role", text_of(record.role.as_deref())),
-            ("workspace", text_of(record.workspace.as_deref())),
+            ("task", text_of(record.task.as_deref())),
+            (
+                "groups",
+                (!record.groups.is_empty()).then(|| record.groups.clone().into()),
+            ),
             (
                 "upstream_call_id",
                 text_of(record.upstream_call_id.as_deref()),

@@ -114,8 +114,14 @@ pub struct LlmRecord {
     pub user_id: Option<String>,
     /// The user's role.
     pub role: Option<String>,
-    /// Workspace or group, when known.
-    pub workspace: Option<String>,
+    /// The caller's groups (teams), by display name: Langfuse tags `group:<name>` and metadata
+    /// `groups`, Helicone's `Helicone-Property-Group`.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The background task the request served for the front end (`title_generation`, …);
+    /// `None` for a request a person made.
+    #[serde(default)]
+    pub task: Option<String>,
     /// Chat or session id.
     pub session_id: Option<String>,
     /// The service route (`/v1/chat/completions`).
@@ -179,7 +185,8 @@ impl LlmRecord {
             parent_span_id: None,
             user_id: None,
             role: None,
-            workspace: None,
+            groups: Vec::new(),
+            task: None,
             session_id: None,
             route: route.into(),
             environment: None,

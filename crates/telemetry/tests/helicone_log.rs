@@ -36,7 +36,8 @@ fn chat_record(request_id: &str, stream: bool) -> LlmRecord {
     );
     record.user_id = Some("user-42".into());
     record.role = Some("admin".into());
-    record.workspace = Some("team-a".into());
+    record.groups = vec!["research".into(), "interns".into()];
+    record.task = Some("title_generation".into());
     record.session_id = Some("chat-7".into());
     record.stream = stream;
     record.started_at = UnixNanos(T0);
@@ -125,7 +126,8 @@ async fn one_post_per_record_with_the_contract_body() {
     );
     assert_eq!(meta["Helicone-Property-Route"], "/v1/chat/completions");
     assert_eq!(meta["Helicone-Property-Role"], "admin");
-    assert_eq!(meta["Helicone-Property-Workspace"], "team-a");
+    assert_eq!(meta["Helicone-Property-Group"], "research,interns");
+    assert_eq!(meta["Helicone-Property-Task"], "title_generation");
     assert_eq!(
         plain["providerRequest"]["json"]["messages"],
         json!([{"role": "user", "content": "hi"}])

@@ -51,6 +51,8 @@ fn success_record() -> LlmRecord {
     record.user_id = Some("user-42".into());
     record.role = Some("user".into());
     record.session_id = Some("chat-7".into());
+    record.groups = vec!["research".into()];
+    record.task = Some("title_generation".into());
     record.model_served = Some("openai/fake-gpt".into());
     record.started_at = UnixNanos(T0);
     record.ended_at = UnixNanos(T0 + 990_000_000);
@@ -235,7 +237,15 @@ async fn a_successful_chat_becomes_a_trace_root_and_a_generation() {
         assert_eq!(span["langfuse.trace.name"], "/v1/chat/completions");
         assert_eq!(span["user.id"], "user-42");
         assert_eq!(span["session.id"], "chat-7");
-        assert_eq!(span["langfuse.trace.tags"], json!(["bff", "env:test"]));
+        assert_eq!(
+            span["langfuse.trace.tags"],
+            json!(["bff", "env:test", "group:research"])
+        );
+        assert_eq!(span["langfuse.trace.metadata.groups"], r#"["research"]"#);
+        assert_eq!(
+            span["langfuse.trace.metadata.task"],
+            r#""title_generation""#
+        );
         // Metadata values are JSON, as the official SDK writes them.
         assert_eq!(span["langfuse.trace.metadata.request_id"], r#""req-ok""#);
         assert_eq!(span["langfuse.trace.metadata.role"], r#""user""#);

@@ -9,6 +9,7 @@ use crate::context::RequestInfo;
 use crate::error::{ApiError, render};
 use crate::exchange::{ChatDraft, Ending, ExchangeHandle, Failure, OpenStream, QuotaCheck};
 use crate::state::AppState;
+use crate::tasks::task_of;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use bff_auth::Identity;
 use bff_providers::{
@@ -69,11 +70,16 @@ async fn serve(
 ) -> Result<HttpResponse, ApiError> {
     let exchange = exchange_of(&request)?;
     exchange.set_route(request.match_pattern().as_deref());
-    exchange.update(|draft| draft.caller = Some(identity.clone()));
+    let task = task_of(&request);
+    exchange.update(|draft| {
+        draft.caller = Some(identity.clone());
+        draft.task = task;
+    });
     let chat = admit(&request, &body, &identity, &state)?;
     let stream = always_stream || chat.stream == Some(true);
     let info = RequestInfo::of(&request);
-    let record = new_record(&request, &info, &identity, &state, (&chat, stream));
+    let mut record = new_record(&request, &info, &identity, &state, (&chat, stream));
+    record.task = task.map(str::to_owned);
     exchange.update(|draft| {
         draft.chat = Some(ChatDraft {
             record,
@@ -84,7 +90,12 @@ async fn serve(
             quota: None,
         });
     });
-    let ticket = take_quota(&exchange, &info, &identity, &state, &chat.model).await?;
+    let kind = if task.is_some() {
+        Kind::Task
+    } else {
+        Kind::Chat
+    };
+    let ticket = take_quota(&exchange, &info, &identity, &state, (&chat.model, kind)).await?;
     let context = RequestContext {
         request_id: info.request_id.clone(),
         trace_id: info.trace_id.clone(),
@@ -162,6 +173,11 @@ fn new_record(
     record.parent_span_id.clone_from(&info.parent_span_id);
     record.user_id = Some(identity.user_id.clone());
     record.role = identity.role.clone();
+    record.groups = identity
+        .groups
+        .iter()
+        .map(|group| group.name.clone())
+        .collect();
     record.session_id = identity.chat_id.clone();
     record.environment = state.environment.clone();
     record.stream = stream;
@@ -182,14 +198,11 @@ async fn take_quota(
     info: &RequestInfo,
     identity: &Identity,
     state: &AppState,
-    model: &str,
+    (model, kind): (&str, Kind),
 ) -> Result<Ticket, ApiError> {
     let scopes = state.access.scopes(identity, model);
     let started = Instant::now();
-    let result = state
-        .quota
-        .admit(scopes, Kind::Chat, &info.request_id)
-        .await;
+    let result = state.quota.admit(scopes, kind, &info.request_id).await;
     let check = QuotaCheck {
         took: started.elapsed(),
         refused: result.as_ref().err().map(QuotaError::kind),

@@ -9,7 +9,9 @@
 
 use crate::access::OBSERVABILITY_ALL;
 use crate::error::ApiError;
-use crate::observability::{DependencyStatus, MAX_PAGE, TraceFilter, TracePage, UsageReport};
+use crate::observability::{
+    DependencyStatus, MAX_PAGE, TraceFilter, TracePage, UsageReport, by_task,
+};
 use crate::reporting::model::{Subject, UsageTotals};
 use crate::reporting::store::StoreError;
 use crate::reporting::writer::day_of;
@@ -275,14 +277,17 @@ pub async fn usage(
     };
     let from_day = day_of(UnixNanos::from(from));
     let to_day = day_of(UnixNanos::from(to));
-    let (rows, source) = if let Some(group) = &group {
-        let subject = Subject::Group(group.clone());
-        let rows = state
-            .reporting
-            .usage(&from_day, &to_day, Some(&subject))
-            .await;
-        (rows.map_err(unavailable)?, "bff")
-    } else if state.observability.has_langfuse() {
+    let subject = match (&group, &user) {
+        (Some(group), _) => Some(Subject::Group(group.clone())),
+        (None, user) => user.clone().map(Subject::User),
+    };
+    let ledger = state
+        .reporting
+        .usage(&from_day, &to_day, subject.as_ref())
+        .await
+        .map_err(unavailable)?;
+    let by_task = by_task(&ledger);
+    let (rows, source) = if group.is_none() && state.observability.has_langfuse() {
         let from_time = humantime::format_rfc3339_seconds(from).to_string();
         let to_time = humantime::format_rfc3339_seconds(to + DAY).to_string();
         state
@@ -294,12 +299,7 @@ pub async fn usage(
             )
             .await?
     } else {
-        let subject = user.clone().map(Subject::User);
-        let rows = state
-            .reporting
-            .usage(&from_day, &to_day, subject.as_ref())
-            .await;
-        (rows.map_err(unavailable)?, "bff")
+        (ledger, "bff")
     };
     let mut totals = UsageTotals::default();
     for row in &rows {
@@ -313,6 +313,7 @@ pub async fn usage(
         source,
         rows,
         totals,
+        by_task,
     }))
 }
 

@@ -1,13 +1,14 @@
 //! `GET /observability/quota`: the caller's limits, what is used in each window (whether or not
-//! a limit applies), what remains, and when each window resets. `observability:own` sees their
-//! own; `observability:all` may pass `user_id` (and `role`, since roles come from Open WebUI per
-//! credential).
+//! a limit applies), what remains, and when each window resets, and the shared budget of each of
+//! their groups that has one (`group:<key>`). `observability:own` sees their own;
+//! `observability:all` may pass `user_id` (and `role` and `groups`, since roles and groups come
+//! from Open WebUI per credential).
 
 use crate::error::ApiError;
 use crate::routes::observability::sees_all;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
-use bff_auth::{AuthMethod, Identity};
+use bff_auth::{AuthMethod, Group, Identity};
 use bff_quota::calendar::{Windows, rfc3339};
 use bff_quota::{Limits, Scope, ScopeKey, Used};
 use serde::Deserialize;
@@ -21,6 +22,8 @@ pub struct QuotaQuery {
     user_id: Option<String>,
     /// That user's role (admins only; default: none, so only per-user limits apply).
     role: Option<String>,
+    /// That user's groups, comma-separated policy keys (admins only; default: none).
+    groups: Option<String>,
 }
 
 /// The report.
@@ -34,7 +37,10 @@ pub async fn quota(
         .user_id
         .filter(|user| sees_all(&state, &identity) && !user.is_empty())
     {
-        Some(user) => Identity::new(user, query.role, AuthMethod::Session),
+        Some(user) => Identity {
+            groups: named_groups(query.groups.as_deref()),
+            ..Identity::new(user, query.role, AuthMethod::Session)
+        },
         None => identity,
     };
     let mut scopes = vec![(
@@ -52,6 +58,9 @@ pub async fn quota(
                 limits,
             },
         ));
+    }
+    for budget in state.access.budgets(&subject) {
+        scopes.push((budget.key.to_string(), budget));
     }
     let windows = state.quota.windows();
     let mut report = Vec::new();
@@ -73,6 +82,15 @@ pub async fn quota(
         "backend": state.quota.backend(),
         "scopes": report,
     })))
+}
+
+/// Groups named by policy key in a query; only keys the policy knows ever become scopes.
+fn named_groups(keys: Option<&str>) -> Vec<Group> {
+    keys.unwrap_or_default()
+        .split(',')
+        .filter_map(|key| Group::checked("", key))
+        .take(Group::MAX_PER_CALLER)
+        .collect()
 }
 
 fn scope_report(name: &str, limits: &Limits, used: &Used, windows: &Windows) -> Value {

@@ -35,6 +35,49 @@ pub struct TestApp {
     pub langfuse: MockServer,
     pub helicone: MockServer,
     pub spool: PathBuf,
+    /// What Open WebUI answers each credential asking for its own groups.
+    pub groups: Memberships,
+}
+
+/// Open WebUI's group memberships, by credential: `(id, name)` pairs, changeable mid-test.
+#[derive(Clone, Default)]
+pub struct Memberships(Arc<std::sync::Mutex<HashMap<String, Vec<IdAndName>>>>);
+
+/// A group's id and name.
+type IdAndName = (String, String);
+
+impl Memberships {
+    pub fn set(&self, credential: &str, groups: &[&str]) {
+        let groups = groups
+            .iter()
+            .map(|name| (format!("id-{name}"), (*name).to_owned()))
+            .collect();
+        self.0.lock().unwrap().insert(credential.to_owned(), groups);
+    }
+}
+
+impl wiremock::Respond for Memberships {
+    /// `GET /api/v1/users/groups?include_inherited=true`, as Open WebUI 0.12.4 answers it.
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let credential = request
+            .headers
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let groups = self.0.lock().unwrap().get(credential).cloned();
+        let body: Vec<Value> = groups
+            .unwrap_or_default()
+            .iter()
+            .map(|(id, name)| {
+                json!({"id": id, "name": name, "description": "", "user_id": "admin",
+                "parent_group_id": null, "data": null, "meta": null, "permissions": null,
+                "created_at": 1_795_551_560_u64, "updated_at": 1_795_551_560_u64,
+                "membership_type": "direct"})
+            })
+            .collect();
+        ResponseTemplate::new(200).set_body_json(body)
+    }
 }
 
 /// Options for [`spawn_with`].
@@ -109,6 +152,13 @@ pub async fn spawn_with(options: Options) -> TestApp {
         None => Application::build(settings).await,
     }
     .unwrap();
+    let groups = Memberships::default();
+    Mock::given(method("GET"))
+        .and(path("/api/v1/users/groups"))
+        .and(wiremock::matchers::query_param("include_inherited", "true"))
+        .respond_with(groups.clone())
+        .mount(&openwebui)
+        .await;
     let address = format!("http://127.0.0.1:{}", application.port());
     let server = application.handle();
     let stopped = Some(tokio::spawn(application.run_until_stopped()));
@@ -125,6 +175,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
         langfuse,
         helicone,
         spool,
+        groups,
     }
 }
 
@@ -170,6 +221,13 @@ impl TestApp {
     /// Makes Open WebUI answer `token` with `role` for `user`; returns the token.
     pub async fn user(&self, user: &str, role: &str) -> String {
         self.person(user, role, user).await
+    }
+
+    /// Like [`Self::user`], in Open WebUI `groups` (by name; ids are `id-<name>`).
+    pub async fn member(&self, user: &str, role: &str, groups: &[&str]) -> String {
+        let token = self.user(user, role).await;
+        self.groups.set(&token, groups);
+        token
     }
 
     /// Like [`Self::user`], with the display name Open WebUI gives.
@@ -373,6 +431,15 @@ pub const STREAM_BODY: &str = concat!(
     "data: {\"id\":\"c1\",\"model\":\"fake-gpt\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{}}],\"usage\":{\"completion_tokens\":2,\"prompt_tokens\":3,\"total_tokens\":5,\"cost\":0.00001}}\n\n",
     "data: [DONE]\n\n",
 );
+
+/// A response's `Retry-After`, in seconds.
+pub fn retry_after(response: &reqwest::Response) -> u64 {
+    response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
 
 pub fn chat_body(model: &str, stream: bool) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream})

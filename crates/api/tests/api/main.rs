@@ -10,6 +10,7 @@
 mod chat;
 mod descriptors;
 mod errors;
+mod groups;
 mod helpers;
 mod langfuse;
 mod observability;

@@ -74,11 +74,7 @@ async fn a_request_past_the_limit_is_a_429_that_never_reaches_litellm() {
     assert_eq!(chat(&app, &token).await.status(), 200);
     let refused = chat(&app, &token).await;
     assert_eq!(refused.status(), 429);
-    let wait: u64 = refused.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let wait = retry_after(&refused);
     assert!((1..=60).contains(&wait), "{wait}");
     // The same headers as an admitted request, at zero.
     assert_eq!(refused.headers()["x-ratelimit-limit-requests"], "2");

@@ -90,6 +90,47 @@ pub async fn stub_session(server: &MockServer, token: &str, role: &str, calls: u
         .await;
 }
 
+/// One of Open WebUI's group objects as `GET /api/v1/users/groups?include_inherited=true`
+/// lists it (0.12.4).
+pub fn group_body(id: &str, name: &str, membership: &str) -> Value {
+    json!({"id": id, "user_id": ALICE, "name": name, "description": format!("the {name} team"),
+           "parent_group_id": null, "data": null, "meta": null,
+           "permissions": {"workspace": {"models": false}}, "created_at": 1_795_551_560_u64,
+           "updated_at": 1_795_551_560_u64, "membership_type": membership})
+}
+
+/// A wiremock Open WebUI in which every user is in no group until a test says otherwise
+/// (a group mock of higher priority, see [`stub_groups`]).
+pub async fn open_webui() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/users/groups"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .with_priority(10)
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Answers the caller's own groups, for `credential`, with `groups` (id, name).
+pub async fn stub_groups(server: &MockServer, credential: &str, groups: &[(&str, &str)]) {
+    let body: Vec<Value> = groups
+        .iter()
+        .map(|(id, name)| group_body(id, name, "direct"))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path("/api/v1/users/groups"))
+        .and(wiremock::matchers::query_param("include_inherited", "true"))
+        .and(header(
+            "authorization",
+            format!("Bearer {credential}").as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .with_priority(1)
+        .mount(server)
+        .await;
+}
+
 /// A gate built from settings the way a server builds it.
 pub fn gate(vars: &[(&str, &str)]) -> Gate {
     let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/policy.toml");
