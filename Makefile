@@ -1,12 +1,12 @@
 # bff — developer commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test test-e2e run run-lite lint fmt fmt-check standalone unit bench bench-record help
+.PHONY: test test-e2e run run-lite lint fmt fmt-check standalone unit examples package bench bench-record help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-test: fmt-check lint standalone unit ## everything CI checks: formatting, clippy, all tests
+test: fmt-check lint standalone unit examples package ## everything CI checks: formatting, clippy, all tests, the examples, each library's package
 
 test-e2e: ## the real bff binary between the real Open WebUI and LiteLLM (installed once into .venv*/)
 	bash scripts/e2e.sh
@@ -17,17 +17,33 @@ run: ## Open WebUI + bff + LiteLLM (development models) on loopback, installed o
 run-lite: ## LiteLLM + bff only (no Open WebUI): callers use a service key; prints a curl to try
 	bash scripts/run.sh --lite
 
-standalone: ## each library crate builds on its own features alone (they are reused elsewhere)
-	for crate in bff-auth bff-providers bff-telemetry bff-quota; do $(CARGO) check -p $$crate --locked || exit 1; done
+# Each library crate with no feature, then each feature alone: `crate:feature,feature`.
+LIBRARIES = bff-auth: bff-auth:actix bff-auth:tower bff-providers: bff-quota: bff-quota:redis \
+	bff-telemetry: bff-telemetry:langfuse bff-telemetry:helicone bff-telemetry:logging
+
+standalone: ## each library crate builds and passes clippy on each of its features alone (they are reused elsewhere)
+	for spec in $(LIBRARIES); do \
+		crate=$${spec%%:*}; features=$${spec#*:}; \
+		$(CARGO) clippy -q -p $$crate --lib --no-default-features --features "$$features" --locked -- -D warnings || exit 1; \
+	done
 
 unit: ## all unit, wiremock and black-box tests (offline; installs redis-server for the Redis tests, or says to)
 	bash scripts/need.sh redis-server
 	BFF_REQUIRE_REDIS=1 $(CARGO) test --workspace --all-features --locked
-	$(CARGO) test -p bff-auth --no-default-features --locked
+
+examples: ## run every example (offline: local stand-ins of LiteLLM, Langfuse, Helicone, Open WebUI)
+	$(CARGO) run -q --locked -p bff-auth --example check_token
+	$(CARGO) run -q --locked -p bff-providers --example chat
+	$(CARGO) run -q --locked -p bff-telemetry --features langfuse --example never_lost
+	$(CARGO) run -q --locked -p bff-quota --example team_budget
+	$(CARGO) run -q --locked -p bff-examples --example chat_service
+	$(CARGO) run -q --locked -p bff-examples --example batch_job
+
+package: ## each library crate packages on its own (nothing read from outside it), as `cargo publish` would
+	$(CARGO) package --locked --allow-dirty -p bff-auth -p bff-providers -p bff-quota -p bff-telemetry
 
 lint: ## clippy on every target, warnings are errors
 	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
-	$(CARGO) clippy -p bff-auth --all-targets --no-default-features --locked -- -D warnings
 
 fmt: ## format the code
 	$(CARGO) fmt --all
@@ -38,5 +54,6 @@ fmt-check: ## fail if the code is not formatted
 bench: ## bff vs an instant upstream and a reference proxy (nginx + wrk, loopback); writes BENCHMARKS.md
 	python3 scripts/bench.py
 
-bench-record: ## criterion benchmarks: telemetry's record() and Helicone body, session-token checks (results in the crates' READMEs)
+bench-record: ## criterion benchmarks: telemetry's record() and Helicone body, session-token checks (results in the crates' READMEs); connection pools per runtime shape
 	$(CARGO) bench -p bff-telemetry -p bff-auth
+	$(CARGO) bench -p bff-providers --bench pools

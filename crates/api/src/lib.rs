@@ -106,6 +106,7 @@ impl Application {
         config.request_timeout = settings.request_timeout;
         config.stream_idle_timeout = settings.litellm.stream_idle_timeout;
         config.max_attempts = settings.litellm.max_attempts;
+        config.pools = settings.litellm.pools;
         config.max_captured_output_bytes = settings.telemetry.max_capture_bytes;
         let litellm: Arc<dyn LiteLlm> = Arc::new(LiteLlmClient::new(config)?);
         Self::build_with(settings, litellm).await

@@ -2,7 +2,7 @@
 //! validated before the server binds. Every problem is a sentence naming the variable.
 
 use bff_auth::{AuthSettings, ConfigError};
-use bff_providers::ApiKey;
+use bff_providers::{ApiKey, PoolMode};
 use bff_quota::FailMode;
 use bff_telemetry::{CapturePolicy, HeliconeConfig, LogFormat, Secret};
 use std::collections::HashMap;
@@ -14,7 +14,7 @@ use std::time::Duration;
 use url::Url;
 
 /// Every variable bff reads (its own and bff-auth's); `.env.example` must document them all.
-pub const ENV_VARIABLES: [&str; 45] = [
+pub const ENV_VARIABLES: [&str; 46] = [
     "BFF_BIND",
     "BFF_MAX_CONNECTIONS",
     "BFF_DATA_DIR",
@@ -24,6 +24,7 @@ pub const ENV_VARIABLES: [&str; 45] = [
     "LITELLM_FIRST_BYTE_TIMEOUT_SECONDS",
     "LITELLM_STREAM_IDLE_TIMEOUT_SECONDS",
     "LITELLM_MAX_ATTEMPTS",
+    "LITELLM_POOLS",
     "REQUEST_TIMEOUT_SECONDS",
     "MAX_BODY_BYTES",
     "CORS_ALLOWED_ORIGINS",
@@ -110,6 +111,8 @@ pub struct LiteLlmSettings {
     pub stream_idle_timeout: Duration,
     /// HTTP attempts per call.
     pub max_attempts: u32,
+    /// Connection pools: one per actix worker thread (default) or one shared.
+    pub pools: PoolMode,
 }
 
 /// Langfuse settings (all three variables, or none).
@@ -379,7 +382,21 @@ impl LiteLlmSettings {
             stream_idle_timeout: seconds(get, "LITELLM_STREAM_IDLE_TIMEOUT_SECONDS", 120, 1)?,
             max_attempts: u32::try_from(number(get, "LITELLM_MAX_ATTEMPTS", 3, 1..=10)?)
                 .unwrap_or(3),
+            pools: pool_mode(get("LITELLM_POOLS"))?,
         })
+    }
+}
+
+/// `LITELLM_POOLS`: `per-thread` (default: actix runs one runtime per worker thread, where
+/// per-thread pools were measured to help) or `shared`.
+fn pool_mode(value: Option<String>) -> Result<PoolMode, SettingsError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("per-thread") => Ok(PoolMode::PerThread),
+        Some("shared") => Ok(PoolMode::Shared),
+        Some(other) => Err(SettingsError::Invalid {
+            variable: "LITELLM_POOLS",
+            reason: format!("expected `per-thread` or `shared`, got `{other}`"),
+        }),
     }
 }
 

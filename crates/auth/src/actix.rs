@@ -51,14 +51,7 @@ impl ResponseError for AuthError {
         if self.status() == 401 {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
-        response.json(serde_json::json!({
-            "error": {
-                "message": self.to_string(),
-                "type": self.error_type(),
-                "param": self.param(),
-                "code": self.code(),
-            }
-        }))
+        response.json(self.body())
     }
 }
 

@@ -73,7 +73,7 @@ pub enum DirectoryError {
 }
 
 /// Resolves credentials to users. Implementations must never log the credential.
-#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[cfg_attr(any(test, feature = "test-support"), mockall::automock)]
 #[async_trait]
 pub trait UserDirectory: Send + Sync {
     /// Who `credential` belongs to, with their current role (and groups, where asked for).

@@ -150,13 +150,16 @@ impl<'t> PolicyDocument<'t> {
 impl Policy {
     /// Reads and validates the policy at `path` against `permissions`.
     pub fn load(path: &Path, permissions: &[Permission]) -> Result<Self, PolicyError> {
-        let file = path.display().to_string();
-        let text = read_file(path)?;
+        Self::parse(&read_file(path)?, &path.display().to_string(), permissions)
+    }
+
+    /// Validates policy `text` (named `file` in errors) against `permissions`.
+    pub fn parse(text: &str, file: &str, permissions: &[Permission]) -> Result<Self, PolicyError> {
         let vocabulary = Vocabulary {
             permissions,
             keys: &[],
         };
-        PolicyDocument::parse(&text, &file, &vocabulary).map(|document| document.policy)
+        PolicyDocument::parse(text, file, &vocabulary).map(|document| document.policy)
     }
 }
 

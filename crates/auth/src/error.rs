@@ -122,6 +122,19 @@ impl AuthError {
             _ => None,
         }
     }
+
+    /// The OpenAI-shaped body: `{"error": {"message", "type", "param", "code"}}`, the one the
+    /// actix and tower integrations answer with.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "message": self.to_string(),
+                "type": self.error_type(),
+                "param": self.param(),
+                "code": self.code(),
+            }
+        })
+    }
 }
 
 /// A policy file that cannot be used, with where and why.

@@ -47,6 +47,8 @@
 //! that long. When Open WebUI is down, a cached answer is served until its TTL ends; after that
 //! requests fail closed with 503.
 
+#![deny(missing_docs)]
+
 mod authenticator;
 mod cache;
 mod credentials;
@@ -64,6 +66,8 @@ mod settings;
 
 #[cfg(feature = "actix")]
 mod actix;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 #[cfg(feature = "actix")]
 pub use actix::{
@@ -78,7 +82,7 @@ pub use credentials::{
     FORWARDED_USER_NAME_HEADER, FORWARDED_USER_ROLE_HEADER, RequestCredentials, TOKEN_COOKIE,
     sanitize_label,
 };
-#[cfg(any(test, feature = "mock"))]
+#[cfg(any(test, feature = "test-support"))]
 pub use directory::MockUserDirectory;
 pub use directory::{
     DirectoryCredential, DirectoryError, DirectoryUser, OpenWebUiDirectory, UserDirectory,

@@ -57,6 +57,22 @@ pub struct LiteLlmConfig {
     /// Most of a stream's output text kept for telemetry (past it, cut and marked). Default
     /// [`MAX_CAPTURED_OUTPUT_BYTES`]; a service with its own capture limit passes that.
     pub max_captured_output_bytes: usize,
+    /// How connections are pooled. Default [`PoolMode::Shared`].
+    pub pools: PoolMode,
+}
+
+/// How a [`LiteLlmClient`] keeps its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PoolMode {
+    /// One pool for every thread: right on a multi-threaded tokio runtime, where tasks move
+    /// between threads anyway.
+    #[default]
+    Shared,
+    /// One pool per calling thread: right when each thread runs its own single-threaded runtime
+    /// (actix-web's workers). hyper drives a pooled connection from a task on the runtime that
+    /// opened it, so with one pool a call often rode a connection driven by another thread, and
+    /// the request and every chunk of its answer crossed threads twice.
+    PerThread,
 }
 
 impl LiteLlmConfig {
@@ -78,6 +94,7 @@ impl LiteLlmConfig {
             max_event_bytes: 16 << 20,
             max_body_bytes: 64 << 20,
             max_captured_output_bytes: MAX_CAPTURED_OUTPUT_BYTES,
+            pools: PoolMode::default(),
         }
     }
 }
@@ -96,14 +113,14 @@ pub enum ClientBuildError {
     Http(String),
 }
 
-/// A LiteLLM proxy client: one connection pool per thread that calls it, each kept for every
-/// later call from that thread.
+/// A LiteLLM proxy client, with one connection pool or one per calling thread
+/// ([`LiteLlmConfig::pools`]).
 #[derive(Debug, Clone)]
 pub struct LiteLlmClient {
-    /// One connection pool per thread (see [`LiteLlmClient::http`]).
+    /// One connection pool per thread, with [`PoolMode::PerThread`].
     pools: Arc<ThreadLocal<reqwest::Client>>,
-    /// The pool threads share if a per-thread one cannot be built (never seen: the same
-    /// settings built this one).
+    /// The pool every thread shares, with [`PoolMode::Shared`] (also the fallback should a
+    /// per-thread one fail to build: never seen, the same settings built this one).
     shared: reqwest::Client,
     config: LiteLlmConfig,
     authorization: HeaderValue,
@@ -179,14 +196,15 @@ impl LiteLlmClient {
         &self.config
     }
 
-    /// This thread's connection pool. hyper drives a pooled connection from a task on the
-    /// runtime that opened it, and actix runs one runtime per worker thread: with one pool for
-    /// all, a request on one worker often rode a connection driven by another, so the request
-    /// and every chunk of its answer crossed threads twice. Per-thread pools keep a call, and
-    /// its stream, on the thread that serves the client.
+    /// The connection pool for this call: the shared one, or this thread's (see
+    /// [`PoolMode`]).
     fn http(&self) -> &reqwest::Client {
-        self.pools
-            .get_or(|| http_client(&self.config).unwrap_or_else(|_| self.shared.clone()))
+        match self.config.pools {
+            PoolMode::Shared => &self.shared,
+            PoolMode::PerThread => self
+                .pools
+                .get_or(|| http_client(&self.config).unwrap_or_else(|_| self.shared.clone())),
+        }
     }
 
     /// Sends `build()` until it succeeds, fails for good, or the attempts or time run out.

@@ -51,6 +51,8 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+
 mod api_key;
 mod client;
 mod context;
@@ -61,7 +63,7 @@ mod stream;
 mod wire;
 
 pub use api_key::ApiKey;
-pub use client::{CLIENT_METADATA_KEY, ClientBuildError, LiteLlmClient, LiteLlmConfig};
+pub use client::{CLIENT_METADATA_KEY, ClientBuildError, LiteLlmClient, LiteLlmConfig, PoolMode};
 pub use context::{RequestContext, TraceId};
 pub use error::{ErrorKind, ProviderError};
 pub use params::{
@@ -122,7 +124,7 @@ pub struct ProxyReadiness {
 }
 
 /// A LiteLLM proxy. Every chat call carries a [`RequestContext`].
-#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[cfg_attr(any(test, feature = "test-support"), mockall::automock)]
 #[async_trait]
 pub trait LiteLlm: Send + Sync {
     /// A non-streaming chat completion.

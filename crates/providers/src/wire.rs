@@ -38,6 +38,21 @@ pub struct ChatRequest {
     pub extra: Map<String, Value>,
 }
 
+impl ChatRequest {
+    /// A request for `model` with `messages`, nothing else set.
+    pub fn new(model: impl Into<String>, messages: Vec<ChatMessage>) -> Self {
+        Self {
+            model: model.into(),
+            messages,
+            stream: None,
+            stream_options: None,
+            user: None,
+            metadata: None,
+            extra: Map::new(),
+        }
+    }
+}
+
 /// `stream_options`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StreamOptions {
@@ -67,6 +82,15 @@ pub struct ChatMessage {
 }
 
 impl ChatMessage {
+    /// A message of `role` whose content is `text`.
+    pub fn new(role: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: Some(Value::String(text.into())),
+            extra: Map::new(),
+        }
+    }
+
     /// The text of `content`: the string itself, or the `text` parts joined.
     pub fn text(&self) -> Option<String> {
         match self.content.as_ref()? {

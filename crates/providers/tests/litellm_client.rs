@@ -10,7 +10,8 @@
 
 use bff_providers::{
     ApiKey, ChatChunk, ChatRequest, ChatResponse, ChatStream, ErrorKind, LiteLlm, LiteLlmClient,
-    LiteLlmConfig, ModelList, ProviderError, RequestContext, ResponseMeta, StreamSettings, TraceId,
+    LiteLlmConfig, ModelList, PoolMode, ProviderError, RequestContext, ResponseMeta,
+    StreamSettings, TraceId,
 };
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -838,22 +839,27 @@ async fn readiness_of_a_draining_or_absent_proxy_is_an_error() {
     assert!(matches!(error.kind, ErrorKind::Unavailable { .. }));
 }
 
-/// actix runs one runtime per worker thread. A connection opened on one must not carry another
-/// thread's calls (hyper drives it from the runtime that opened it, so every request and chunk
-/// would cross threads): calls alternating between two threads open one connection per thread.
-/// Both runtimes keep running between calls, as actix's do, so a shared pool would reuse one.
+/// actix runs one runtime per worker thread. With per-thread pools, a connection opened on one
+/// does not carry another thread's calls (hyper drives it from the runtime that opened it, so
+/// every request and chunk would cross threads): calls alternating between two threads open one
+/// connection per thread. Both runtimes keep running between calls, as actix's do, so the
+/// shared pool (the default) reuses one connection for both.
 #[test]
-fn each_thread_calls_litellm_over_its_own_connections() {
-    let server = tokio::runtime::Runtime::new().unwrap();
-    let (uri, connections) = server.block_on(counting_litellm());
-    let client = Arc::new(client(&uri));
-    let workers: Vec<_> = (0..2).map(|_| worker_thread(&client)).collect();
-    for call in 0..6 {
-        let (reply, answer) = std::sync::mpsc::channel();
-        workers[call % 2].send(reply).unwrap();
-        answer.recv().unwrap().unwrap();
+fn per_thread_pools_give_each_thread_its_own_connections() {
+    for (pools, expected) in [(PoolMode::PerThread, 2), (PoolMode::Shared, 1)] {
+        let server = tokio::runtime::Runtime::new().unwrap();
+        let (uri, connections) = server.block_on(counting_litellm());
+        let mut config = config(&uri);
+        config.pools = pools;
+        let client = Arc::new(LiteLlmClient::new(config).unwrap());
+        let workers: Vec<_> = (0..2).map(|_| worker_thread(&client)).collect();
+        for call in 0..6 {
+            let (reply, answer) = std::sync::mpsc::channel();
+            workers[call % 2].send(reply).unwrap();
+            answer.recv().unwrap().unwrap();
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), expected, "{pools:?}");
     }
-    assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
 
 /// A call to make: where to send its outcome.

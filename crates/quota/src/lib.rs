@@ -34,6 +34,8 @@
 //! # }
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod calendar;
 #[cfg(feature = "redis")]
 mod connection;

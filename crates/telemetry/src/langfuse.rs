@@ -23,6 +23,11 @@
 
 use crate::error::TelemetryError;
 use crate::http;
+use crate::otlp::Value as AnyValueKind;
+use crate::otlp::{
+    AnyValue, ArrayValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue, Resource,
+    ResourceSpans, ScopeSpans, Span, SpanKind, Status, StatusCode,
+};
 use crate::record::{LlmRecord, Outcome, unhex};
 use crate::secret::Secret;
 use crate::sink::{ExportError, TelemetrySink};
@@ -30,15 +35,6 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
-use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, ArrayValue, InstrumentationScope, KeyValue,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message as _;
 use reqwest::header::{HeaderName, HeaderValue};
 use std::io::Write as _;
@@ -152,18 +148,14 @@ impl LangfuseSink {
             resource_spans: vec![ResourceSpans {
                 resource: Some(Resource {
                     attributes: vec![text("service.name", &self.config.service_name)],
-                    ..Default::default()
                 }),
                 scope_spans: vec![ScopeSpans {
                     scope: Some(InstrumentationScope {
                         name: "bff".into(),
                         version: env!("CARGO_PKG_VERSION").into(),
-                        ..Default::default()
                     }),
                     spans,
-                    ..Default::default()
                 }],
-                ..Default::default()
             }],
         }
     }
@@ -201,7 +193,6 @@ impl LangfuseSink {
                 end_time_unix_nano: record.ended_at.0,
                 attributes: [trace.clone(), root_attributes(record, input.as_deref())].concat(),
                 status: Some(status.clone()),
-                ..Default::default()
             },
             Span {
                 trace_id,
@@ -213,7 +204,6 @@ impl LangfuseSink {
                 end_time_unix_nano: record.ended_at.0,
                 attributes: [trace, generation_attributes(record, input.as_deref())].concat(),
                 status: Some(status),
-                ..Default::default()
             },
         ]
     }
@@ -452,7 +442,6 @@ fn usage_and_cost(record: &LlmRecord, generation: &mut Vec<KeyValue>) {
             value: Some(AnyValue {
                 value: Some(AnyValueKind::DoubleValue(cost)),
             }),
-            ..Default::default()
         });
     }
 }
@@ -490,7 +479,6 @@ fn strings(key: &str, values: &[String]) -> KeyValue {
                     .collect(),
             })),
         }),
-        ..Default::default()
     }
 }
 
@@ -500,7 +488,6 @@ fn boolean(key: &str, value: bool) -> KeyValue {
         value: Some(AnyValue {
             value: Some(AnyValueKind::BoolValue(value)),
         }),
-        ..Default::default()
     }
 }
 
@@ -518,7 +505,6 @@ fn text(key: &str, value: &str) -> KeyValue {
         value: Some(AnyValue {
             value: Some(AnyValueKind::StringValue(value.into())),
         }),
-        ..Default::default()
     }
 }
 
@@ -528,7 +514,6 @@ fn int(key: &str, value: i64) -> KeyValue {
         value: Some(AnyValue {
             value: Some(AnyValueKind::IntValue(value)),
         }),
-        ..Default::default()
     }
 }
 

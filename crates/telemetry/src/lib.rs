@@ -16,7 +16,17 @@
 //! - [`init_logging`]: `tracing-subscriber` with the given filter (`RUST_LOG` syntax), JSON or
 //!   pretty, written to stdout by a dedicated thread (hold the returned [`LogGuard`]).
 //!
-//! ## Use from another service
+//! ## Features
+//! - `langfuse`: [`LangfuseSink`] (OTLP/HTTP protobuf; no OpenTelemetry SDK is pulled in).
+//! - `helicone`: [`HeliconeSink`].
+//! - `logging`: [`init_logging`] (`tracing-subscriber`, `tracing-appender`).
+//! - `test-support`: the Helicone body and request id as sent, for tests and benchmarks.
+//!
+//! None is on by default: the pipeline and the record are what every user needs. The disk spool
+//! is Unix only (it keeps prompts in owner-only files); elsewhere, opening one fails with a
+//! clear error, and the crate works without it.
+//!
+//! ## Use from another service (features `langfuse`)
 //! ```no_run
 //! use bff_telemetry::{LangfuseConfig, LangfuseSink, LlmRecord, Pipeline, PipelineConfig, Secret};
 //! use std::{sync::Arc, time::Duration};
@@ -34,27 +44,40 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+
 mod counters;
 mod error;
+#[cfg(feature = "helicone")]
 mod helicone;
+#[cfg(feature = "helicone")]
 mod helicone_body;
+#[cfg(any(feature = "langfuse", feature = "helicone"))]
 mod http;
+#[cfg(feature = "langfuse")]
 mod langfuse;
+#[cfg(feature = "logging")]
 mod logging;
+#[cfg(feature = "langfuse")]
+mod otlp;
 mod pipeline;
 mod record;
 mod secret;
 mod sink;
 mod spool;
 
-pub use counters::{SinkCounters, SinkStats};
+pub use counters::SinkStats;
 pub use error::TelemetryError;
-pub use helicone::{HeliconeConfig, HeliconeSink, helicone_request_id, log_body};
-pub use helicone_body::LogBody;
+#[cfg(feature = "helicone")]
+pub use helicone::{HeliconeConfig, HeliconeSink};
+#[cfg(all(feature = "helicone", feature = "test-support"))]
+pub use helicone::{helicone_request_id, log_body};
+#[cfg(feature = "langfuse")]
 pub use langfuse::{GENERATION_NAME, LangfuseConfig, LangfuseSink, basic_authorization};
+#[cfg(feature = "logging")]
 pub use logging::{LogFormat, LogGuard, init_logging};
 pub use pipeline::{Pipeline, PipelineConfig};
 pub use record::{CapturePolicy, LlmRecord, Outcome, RecordError, TokenUsage, UnixNanos};
 pub use secret::Secret;
 pub use sink::{ExportError, TelemetrySink};
-pub use spool::{Segment, Spool, SpoolError};
+pub use spool::SpoolError;

@@ -303,11 +303,13 @@ fn floor_char_boundary(text: &str, index: usize) -> usize {
 }
 
 /// Lowercase hex of bytes.
+#[cfg(feature = "helicone")]
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Bytes of a hex string; `None` if it is not hex of the right length.
+#[cfg(feature = "langfuse")]
 pub(crate) fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
     if text.len() != N * 2 {
         return None;

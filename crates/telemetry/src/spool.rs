@@ -9,7 +9,6 @@
 use crate::record::LlmRecord;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 /// A segment is closed and a new one started past this size.
@@ -28,6 +27,51 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
     move |source| SpoolError {
         path: path.display().to_string(),
         source,
+    }
+}
+
+/// Files only their owner may read: spooled records hold prompts. Unix only: elsewhere the
+/// crate has no way to ensure it, so opening a spool fails with a clear error (run with
+/// `spool_dir: None`, and records a sink cannot take are counted as dropped).
+#[cfg(unix)]
+mod private {
+    use std::fs::{self, File, OpenOptions};
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    use std::path::Path;
+
+    /// Creates `dir` (and its parents), owner-only (0700), also if it existed.
+    pub(super) fn create_dir(dir: &Path) -> std::io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+    }
+
+    /// Opens `path` with `options`, a file it creates being owner-only (0600).
+    pub(super) fn open(options: &mut OpenOptions, path: &Path) -> std::io::Result<File> {
+        options.mode(0o600).open(path)
+    }
+}
+
+#[cfg(not(unix))]
+mod private {
+    use std::fs::{File, OpenOptions};
+    use std::path::Path;
+
+    fn unsupported() -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "the telemetry spool holds prompts in owner-only files, which bff-telemetry ensures on Unix only; set spool_dir to None",
+        )
+    }
+
+    pub(super) fn create_dir(_: &Path) -> std::io::Result<()> {
+        Err(unsupported())
+    }
+
+    pub(super) fn open(_: &mut OpenOptions, _: &Path) -> std::io::Result<File> {
+        Err(unsupported())
     }
 }
 
@@ -58,12 +102,7 @@ impl Spool {
     /// The folder is made readable by its owner only (0700), and so is every file (0600):
     /// spooled records hold prompts.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, SpoolError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io_error(dir))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error(dir))?;
+        private::create_dir(dir).map_err(io_error(dir))?;
         let mut spool = Self {
             dir: dir.to_owned(),
             max_bytes,
@@ -79,12 +118,14 @@ impl Spool {
     }
 
     /// Bytes on disk.
-    pub fn bytes(&self) -> u64 {
+    #[cfg(test)]
+    fn bytes(&self) -> u64 {
         self.total_bytes
     }
 
     /// Whether nothing is waiting.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.total_bytes == 0
     }
 
@@ -140,11 +181,7 @@ impl Spool {
             let sequence = self.next_sequence;
             self.next_sequence += 1;
             let path = self.path_of(sequence);
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(&path)
+            let file = private::open(OpenOptions::new().create(true).append(true), &path)
                 .map_err(io_error(&path))?;
             // Make the new file's directory entry durable too.
             if let Ok(dir) = File::open(&self.dir) {
@@ -212,13 +249,11 @@ impl Spool {
                 buffer.push(b'\n');
             }
         }
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)
-            .map_err(io_error(&temporary))?;
+        let mut file = private::open(
+            OpenOptions::new().write(true).create(true).truncate(true),
+            &temporary,
+        )
+        .map_err(io_error(&temporary))?;
         file.write_all(&buffer).map_err(io_error(&temporary))?;
         file.sync_all().map_err(io_error(&temporary))?;
         fs::rename(&temporary, &path).map_err(io_error(&path))?;
@@ -275,8 +310,10 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[cfg(unix)]
     #[test]
     fn only_the_owner_can_read_spooled_prompts() {
+        use std::os::unix::fs::PermissionsExt as _;
         let dir = temp_dir("modes");
         let mut spool = Spool::open(&dir, 1 << 20).unwrap();
         spool.append([&record("a")]).unwrap();
