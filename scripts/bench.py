@@ -98,6 +98,7 @@ http {{
     location = /v1/chat/completions {{ add_header x-litellm-response-cost 0.0000231; return 200 '{answer}'; }}
     location = /health/readiness {{ return 200 '{{"status":"healthy","db":"Not connected"}}'; }}
     location = /api/v1/auths/ {{ return 200 '{user}'; }}
+    location = /api/v1/users/groups {{ return 200 '[{{"id":"g-bench","name":"bench-team"}}]'; }}
     location = /health {{ return 200 '{{"status":true}}'; }}
     location = /api/public/otel/v1/traces {{ return 200 '{{}}'; }}
     location = /custom/v1/log {{ default_type text/plain; return 200 'ok'; }}
@@ -257,6 +258,11 @@ def telemetry(port: int) -> dict:
     counts = {}
     for sink, state, value in re.findall(r'bff_telemetry_records_total\{sink="(\w+)",state="(\w+)"\} (\d+)', text):
         counts.setdefault(sink, {})[state] = int(value)
+    # Exports whose answer was lost and which were sent once more (Langfuse v4 may then hold two).
+    for sink, value in re.findall(r'bff_telemetry_ambiguous_retries_total\{sink="(\w+)"\} (\d+)', text):
+        counts.setdefault(sink, {})["ambiguous_retries"] = int(value)
+    for states in counts.values():
+        states.setdefault("ambiguous_retries", 0)
     return counts
 
 
@@ -342,16 +348,24 @@ def stream(work: pathlib.Path, binary: pathlib.Path, upstream: int, streams: tup
 
 
 def profile(pid: int, script: pathlib.Path, url: str, token: str, work: pathlib.Path) -> None:
-    """`BENCH_PROFILE=1`: where bff spends its CPU at c=64 (perf, software clock, flat)."""
+    """`BENCH_PROFILE=1`: where bff spends its CPU at c=64 (perf, software clock, flat).
+    `BENCH_PROFILE=<symbol>`: the call chains that lead to that symbol (DWARF unwinding)."""
     data = work / "perf.data"
-    recorder = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "-p", str(pid),
+    wanted = os.environ.get("BENCH_PROFILE", "1")
+    unwind = [] if wanted == "1" else ["--call-graph", "dwarf,16384"]
+    recorder = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", *unwind, "-p", str(pid),
                                  "-o", str(data), "--", "sleep", "6"], stderr=subprocess.DEVNULL)
     wrk(script, url, 64, token)
     recorder.wait()
-    report = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children", "--sort", "dso,symbol"],
+    if wanted == "1":
+        command = ["--no-children", "--sort", "dso,symbol"]
+    else:
+        command = ["--no-children", "--symbols", wanted, "-G", "--percent-limit", "0.5"]
+    report = subprocess.run(["perf", "report", "-i", str(data), "--stdio", *command],
                             capture_output=True, text=True).stdout
-    lines = [" ".join(line.split()) for line in report.splitlines() if line.strip() and not line.startswith("#")]
-    print("\n".join(lines[:60]))
+    lines = [" ".join(line.split()) if wanted == "1" else line.rstrip()
+             for line in report.splitlines() if line.strip() and not line.startswith("#")]
+    print("\n".join(lines[:60 if wanted == "1" else 200]))
 
 
 def median(runs: list, key: str) -> float:

@@ -89,6 +89,8 @@ pub struct Application {
     server: Server,
     port: u16,
     telemetry: Arc<Pipeline>,
+    /// The threads telemetry exports on; kept until the application is dropped.
+    _telemetry_threads: TelemetryThreads,
     telemetry_deadline: Duration,
     quota: Arc<Quota>,
     reporting: Arc<Reporting>,
@@ -122,7 +124,9 @@ impl Application {
         }
         let access = AccessPolicy::load(&settings.auth.policy_file).map_err(ConfigError::from)?;
         let gate = Gate::from_settings(&settings.auth, access.policy().clone())?;
-        let telemetry = Arc::new(Pipeline::start(
+        let telemetry_threads = TelemetryThreads::start()?;
+        let telemetry = Arc::new(Pipeline::start_on(
+            telemetry_threads.handle(),
             pipeline_config(&settings),
             sinks(&settings)?,
         )?);
@@ -191,6 +195,7 @@ impl Application {
             server,
             port,
             telemetry,
+            _telemetry_threads: telemetry_threads,
             telemetry_deadline: settings.telemetry.shutdown_deadline,
             quota,
             reporting,
@@ -386,6 +391,46 @@ fn build_reporting(
 }
 
 /// Drains the metrics' histogram samples every few seconds, while the metrics live.
+/// Threads of telemetry's own: exports (building, compressing, posting every record) run there,
+/// not on actix's main thread behind timers and the usage writer, and the scheduler gives them
+/// their share of the CPU under load instead of one thread's.
+struct TelemetryThreads {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl TelemetryThreads {
+    /// Threads telemetry exports on.
+    const THREADS: usize = 2;
+
+    fn start() -> Result<Self, StartupError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(Self::THREADS)
+            .thread_name("bff-telemetry")
+            .enable_all()
+            .build()
+            .map_err(|error| StartupError::Http(format!("telemetry threads: {error}")))?;
+        Ok(Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+}
+
+impl Drop for TelemetryThreads {
+    fn drop(&mut self) {
+        // Dropped from inside actix's runtime, where blocking is not allowed; the pipeline was
+        // shut down (flushed, then spooled) before this.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 fn spawn_upkeep(metrics: std::sync::Weak<Metrics>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));

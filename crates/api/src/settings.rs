@@ -736,7 +736,7 @@ mod tests {
         assert!(settings.langfuse.is_some());
         let helicone = settings.helicone.unwrap();
         assert_eq!(helicone.log_url.as_str(), "https://api.worker.helicone.ai/");
-        assert_eq!(helicone.concurrency, 16);
+        assert_eq!(helicone.concurrency, 64);
     }
 
     #[test]

@@ -37,7 +37,7 @@ impl HeliconeConfig {
     /// The cloud worker's default base URL.
     pub const DEFAULT_BASE_URL: &'static str = "https://api.worker.helicone.ai";
     /// Posts in flight unless set otherwise.
-    pub const DEFAULT_CONCURRENCY: usize = 16;
+    pub const DEFAULT_CONCURRENCY: usize = 64;
 
     /// Helicone at `base_url` (cloud worker or self-hosted) with `api_key`.
     pub fn new(base_url: &Url, api_key: Secret) -> Result<Self, TelemetryError> {

@@ -213,8 +213,19 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts one worker (and one spool writer) per sink. Fails if a spool folder is unusable.
+    /// Starts one worker (and one spool writer) per sink on the current tokio runtime. Fails if
+    /// a spool folder is unusable.
     pub fn start(
+        config: PipelineConfig,
+        sinks: Vec<Arc<dyn TelemetrySink>>,
+    ) -> Result<Self, TelemetryError> {
+        Self::start_on(&tokio::runtime::Handle::current(), config, sinks)
+    }
+
+    /// Like [`Self::start`], with the workers on `runtime`: a service can give telemetry
+    /// threads of its own, so exports do not queue behind requests on the same threads.
+    pub fn start_on(
+        runtime: &tokio::runtime::Handle,
         config: PipelineConfig,
         sinks: Vec<Arc<dyn TelemetrySink>>,
     ) -> Result<Self, TelemetryError> {
@@ -242,7 +253,7 @@ impl Pipeline {
                 counters: Arc::clone(&counters),
                 waiting: Arc::new(AtomicBool::new(false)),
             };
-            tasks.push(tokio::spawn(run_overflow_writer(
+            tasks.push(runtime.spawn(run_overflow_writer(
                 overflow_rx,
                 Arc::clone(&overflow_budget),
                 spooler.clone(),
@@ -257,7 +268,7 @@ impl Pipeline {
                 last_rejection: None,
                 queue_budget: Arc::clone(&queue_budget),
             };
-            tasks.push(tokio::spawn(worker.run()));
+            tasks.push(runtime.spawn(worker.run()));
             handles.push(SinkHandle {
                 name,
                 queue,
@@ -904,6 +915,53 @@ mod tests {
             pipeline.shutdown(Duration::from_millis(1)).await;
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+
+    /// A sink noting the thread each export runs on.
+    #[derive(Default)]
+    struct ThreadNoting(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl TelemetrySink for ThreadNoting {
+        fn name(&self) -> &str {
+            "thread-noting"
+        }
+
+        async fn export(&self, batch: &[&LlmRecord]) -> Vec<Result<(), ExportError>> {
+            let thread = std::thread::current().name().unwrap_or_default().to_owned();
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(thread);
+            vec![Ok(()); batch.len()]
+        }
+    }
+
+    /// `start_on` runs the exports on the runtime it is given, not the caller's.
+    #[test]
+    fn exports_run_on_the_runtime_given() {
+        let telemetry = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("telemetry-thread")
+            .enable_all()
+            .build()
+            .unwrap();
+        let caller = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let sink = Arc::new(ThreadNoting::default());
+        let pipeline =
+            Pipeline::start_on(telemetry.handle(), config(None), vec![sink.clone()]).unwrap();
+        pipeline.record(record("r1"));
+        let stats = caller.block_on(pipeline.shutdown(Duration::from_secs(5)));
+        assert_eq!(stats[0].exported, 1);
+        let threads = sink
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        assert_eq!(threads, ["telemetry-thread"]);
     }
 
     /// A sink that fills batches waits for `batch_size` records or `flush_interval`; one that

@@ -285,16 +285,17 @@ async fn failed_requests_are_logged_with_their_status() {
     );
 }
 
-/// Helicone has no batch endpoint, so the sink keeps `concurrency` posts in flight (16 by
+/// Helicone has no batch endpoint, so the sink keeps `concurrency` posts in flight (64 by
 /// default). The fake worker answers nothing until that many are waiting at once: a sink that
 /// sends fewer in parallel never gets its first answer.
 #[tokio::test]
-async fn a_batch_keeps_sixteen_posts_in_flight_and_no_more() {
-    let worker = holding::Worker::start(16).await;
+async fn a_batch_keeps_its_concurrency_in_flight_and_no_more() {
+    let concurrency = HeliconeConfig::DEFAULT_CONCURRENCY;
+    let worker = holding::Worker::start(concurrency).await;
     let config = HeliconeConfig::new(&worker.url, Secret::new(KEY)).unwrap();
-    assert_eq!(config.concurrency, 16);
+    assert_eq!(config.concurrency, concurrency);
     let sink = HeliconeSink::new(config).unwrap();
-    let records: Vec<LlmRecord> = (0..40)
+    let records: Vec<LlmRecord> = (0..concurrency * 2 + 8)
         .map(|n| chat_record(&format!("req-{n}"), false))
         .collect();
     let batch: Vec<&LlmRecord> = records.iter().collect();
@@ -302,13 +303,13 @@ async fn a_batch_keeps_sixteen_posts_in_flight_and_no_more() {
         .await
         .unwrap_or_else(|_| {
             panic!(
-                "the worker held {} posts and waited for 16",
+                "the worker held {} posts and waited for {concurrency}",
                 worker.most_in_flight()
             )
         });
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    assert_eq!(worker.most_in_flight(), 16);
-    assert_eq!(worker.answered(), 40);
+    assert_eq!(worker.most_in_flight(), concurrency);
+    assert_eq!(worker.answered(), records.len());
 }
 
 /// A raw HTTP/1.1 Helicone worker that holds every answer until `hold` posts wait at once.
