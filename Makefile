@@ -42,8 +42,9 @@ examples: ## run every example (offline: local stand-ins of LiteLLM, Langfuse, H
 package: ## each library crate packages on its own (nothing read from outside it), as `cargo publish` would
 	$(CARGO) package --locked --allow-dirty -p bff-auth -p bff-providers -p bff-quota -p bff-telemetry
 
-lint: ## clippy on every target, warnings are errors
+lint: ## clippy on every target, warnings are errors; the library crates' docs build without a warning
 	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --all-features --locked -p bff-auth -p bff-providers -p bff-quota -p bff-telemetry
 
 fmt: ## format the code
 	$(CARGO) fmt --all

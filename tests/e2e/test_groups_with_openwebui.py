@@ -92,7 +92,11 @@ def test_one_message_typed_in_open_webui_is_one_chat_and_its_tasks(stack, browse
     user = stack.add_user(f"typist-{mode}", "user")
     sign_in_to_open_webui(browser, stack, user)
     browser.get(f"{stack.openwebui}/")
-    box = WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "chat-input"))
+    try:
+        box = WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "chat-input"))
+    except Exception:
+        screenshot(browser, f"openwebui-no-chat-input-{mode}")
+        raise
     box.click()
     box.send_keys("Hello", Keys.ENTER)
     # The answer, then Open WebUI's own requests about it (title, tags, follow-ups).
