@@ -359,7 +359,6 @@ impl TestApp {
     /// The attributes of every span of the first OTLP export, by span name, as text.
     pub async fn langfuse_spans(&self) -> HashMap<String, HashMap<String, String>> {
         use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-        use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
         use prost::Message as _;
         let request =
             ExportTraceServiceRequest::decode(self.langfuse_export().await.as_slice()).unwrap();
@@ -369,22 +368,7 @@ impl TestApp {
             .flat_map(|resource| &resource.scope_spans)
             .flat_map(|scope| &scope.spans);
         spans
-            .map(|span| {
-                let attributes = span
-                    .attributes
-                    .iter()
-                    .filter_map(|kv| {
-                        let text = match kv.value.as_ref()?.value.as_ref()? {
-                            Any::StringValue(text) => text.clone(),
-                            Any::IntValue(number) => number.to_string(),
-                            Any::BoolValue(flag) => flag.to_string(),
-                            other => format!("{other:?}"),
-                        };
-                        Some((kv.key.clone(), text))
-                    })
-                    .collect();
-                (span.name.clone(), attributes)
-            })
+            .map(|span| (span.name.clone(), text_attributes(span)))
             .collect()
     }
 
@@ -431,6 +415,35 @@ pub const STREAM_BODY: &str = concat!(
     "data: {\"id\":\"c1\",\"model\":\"fake-gpt\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{}}],\"usage\":{\"completion_tokens\":2,\"prompt_tokens\":3,\"total_tokens\":5,\"cost\":0.00001}}\n\n",
     "data: [DONE]\n\n",
 );
+
+/// A span's attributes as text (numbers and flags written out, anything else as Rust shows it).
+pub fn text_attributes(
+    span: &opentelemetry_proto::tonic::trace::v1::Span,
+) -> HashMap<String, String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    span.attributes
+        .iter()
+        .filter_map(|kv| {
+            let text = match kv.value.as_ref()?.value.as_ref()? {
+                Any::StringValue(text) => text.clone(),
+                Any::IntValue(number) => number.to_string(),
+                Any::BoolValue(flag) => flag.to_string(),
+                other => format!("{other:?}"),
+            };
+            Some((kv.key.clone(), text))
+        })
+        .collect()
+}
+
+/// `count` chats by `token`'s caller, each answered 200.
+pub async fn chats(app: &TestApp, token: &str, count: usize) {
+    for _ in 0..count {
+        let response = app
+            .post_json("/v1/chat/completions", token, &chat_body("fake-gpt", false))
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+}
 
 /// A response's `Retry-After`, in seconds.
 pub fn retry_after(response: &reqwest::Response) -> u64 {

@@ -10,7 +10,6 @@
 
 use crate::helpers::*;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use serde_json::{Value, json};
@@ -49,21 +48,6 @@ pub struct Langfuse {
     version: Version,
     observations: Arc<Mutex<Vec<Observation>>>,
     ingestion_versions: Arc<Mutex<Vec<Option<String>>>>,
-}
-
-fn text_attributes(span: &Span) -> HashMap<String, String> {
-    span.attributes
-        .iter()
-        .filter_map(|kv| {
-            let text = match kv.value.as_ref()?.value.as_ref()? {
-                Any::StringValue(text) => text.clone(),
-                Any::IntValue(number) => number.to_string(),
-                Any::BoolValue(flag) => flag.to_string(),
-                _ => return None,
-            };
-            Some((kv.key.clone(), text))
-        })
-        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -312,15 +296,6 @@ async fn app_with(stand_in: &Langfuse) -> TestApp {
         .mount(&app.helicone)
         .await;
     app
-}
-
-async fn chats(app: &TestApp, token: &str, count: usize) {
-    for _ in 0..count {
-        let response = app
-            .post_json("/v1/chat/completions", token, &chat_body("fake-gpt", false))
-            .await;
-        assert_eq!(response.status(), 200);
-    }
 }
 
 /// Waits until the stand-in holds `count` generations.

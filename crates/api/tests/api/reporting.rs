@@ -26,15 +26,6 @@ async fn app_with(vars: Vec<(&'static str, String)>) -> TestApp {
     app
 }
 
-async fn chats(app: &TestApp, token: &str, count: usize) {
-    for _ in 0..count {
-        let response = app
-            .post_json("/v1/chat/completions", token, &chat_body("fake-gpt", false))
-            .await;
-        assert_eq!(response.status(), 200);
-    }
-}
-
 /// The reports an admin sees, without what differs by nature between two readers (the page
 /// cursor, a trace's own timing fields are the same records so they compare whole).
 async fn reports(app: &TestApp, admin: &str) -> (Value, Value, Value) {
