@@ -219,10 +219,10 @@ impl LangfuseSink {
             .as_deref()
             .or(self.config.environment.as_deref());
         push_text(&mut attributes, "langfuse.environment", environment);
-        let group_tags = record.groups.iter().map(|group| format!("group:{group}"));
-        let tags: Vec<String> = record.tags.iter().cloned().chain(group_tags).collect();
-        if !tags.is_empty() {
-            attributes.push(strings("langfuse.trace.tags", &tags));
+        if !record.tags.is_empty() || !record.groups.is_empty() {
+            let group_tags = record.groups.iter().map(|group| format!("group:{group}"));
+            let tags = record.tags.iter().cloned().chain(group_tags);
+            attributes.push(strings("langfuse.trace.tags", tags));
         }
         let text_of = |value: Option<&str>| {
             value
@@ -466,15 +466,14 @@ fn level(record: &LlmRecord, generation: &mut Vec<KeyValue>) {
     }
 }
 
-fn strings(key: &str, values: &[String]) -> KeyValue {
+fn strings(key: &str, values: impl Iterator<Item = String>) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue {
             value: Some(AnyValueKind::ArrayValue(ArrayValue {
                 values: values
-                    .iter()
                     .map(|value| AnyValue {
-                        value: Some(AnyValueKind::StringValue(value.clone())),
+                        value: Some(AnyValueKind::StringValue(value)),
                     })
                     .collect(),
             })),
