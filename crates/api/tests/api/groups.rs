@@ -169,9 +169,19 @@ async fn a_shared_budget_spent_by_one_member_refuses_the_next_member() {
         "{message}"
     );
 
-    // Someone outside the group is not affected.
+    // Someone outside the group is not affected, and cannot read the group's budget by naming
+    // it (or a member) in the query: a user's report is always their own.
     let carl = app.user("carl", "user").await;
     assert_eq!(chat(&app, &carl, "fake-gpt").await.status(), 200);
+    let report = app
+        .get_json("/observability/quota?user_id=ann&groups=support", &carl)
+        .await;
+    assert_eq!(report["user_id"], "carl", "{report}");
+    let scopes = report["scopes"].as_array().unwrap();
+    assert!(
+        scopes.iter().all(|scope| scope["scope"] != "group:support"),
+        "{report}"
+    );
 }
 
 #[tokio::test]
